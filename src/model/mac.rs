@@ -1,0 +1,140 @@
+//! MAC addresses: parsing, normalising and classifying.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A 48-bit IEEE 802 MAC address.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Mac([u8; 6]);
+
+/// Why a string is not a MAC address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a MAC address; write six hex pairs such as \"02:a1:b2:c3:d4:e5\"")]
+pub struct MacParseError(pub String);
+
+impl Mac {
+    /// The broadcast address `ff:ff:ff:ff:ff:ff`.
+    pub const BROADCAST: Mac = Mac([0xff; 6]);
+    /// The all-zero address.
+    pub const ZERO: Mac = Mac([0; 6]);
+    /// `02:00:00:00:00:00`, which KubeVirt's masquerade binding reserves for itself.
+    pub const MASQUERADE: Mac = Mac([0x02, 0, 0, 0, 0, 0]);
+
+    /// Builds a MAC from its six octets.
+    pub const fn new(octets: [u8; 6]) -> Self {
+        Mac(octets)
+    }
+
+    /// The six octets.
+    pub const fn octets(&self) -> [u8; 6] {
+        self.0
+    }
+
+    /// The address as a 48-bit integer (first octet most significant).
+    pub fn to_u64(self) -> u64 {
+        self.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    }
+
+    /// The address whose 48-bit integer is `v` (upper 16 bits ignored).
+    pub fn from_u64(v: u64) -> Self {
+        let b = v.to_be_bytes();
+        Mac([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+
+    /// Group (multicast or broadcast) address: bit 0 of the first octet set.
+    pub fn is_multicast(&self) -> bool {
+        self.0[0] & 0x01 != 0
+    }
+
+    /// Locally administered: bit 1 of the first octet set.
+    pub fn is_local(&self) -> bool {
+        self.0[0] & 0x02 != 0
+    }
+
+    /// A unicast address that is neither all-zero nor broadcast.
+    pub fn is_usable_unicast(&self) -> bool {
+        !self.is_multicast() && *self != Mac::ZERO
+    }
+}
+
+impl FromStr for Mac {
+    type Err = MacParseError;
+
+    /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || MacParseError(s.to_string());
+        let bytes = s.as_bytes();
+        if bytes.len() != 17 {
+            return Err(err());
+        }
+        let sep = bytes[2];
+        if sep != b':' && sep != b'-' {
+            return Err(err());
+        }
+        let mut out = [0u8; 6];
+        for (i, octet) in out.iter_mut().enumerate() {
+            let at = i * 3;
+            if i > 0 && bytes[at - 1] != sep {
+                return Err(err());
+            }
+            let hex = s.get(at..at + 2).ok_or_else(err)?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return Err(err());
+            }
+            *octet = u8::from_str_radix(hex, 16).map_err(|_| err())?;
+        }
+        Ok(Mac(out))
+    }
+}
+
+impl fmt::Display for Mac {
+    /// Lower-case, colon-separated: the normal form hotnic writes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            o[0], o[1], o[2], o[3], o[4], o[5]
+        )
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Mac({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_both_separators_and_normalises() {
+        let a: Mac = "02:AA:bb:CC:dd:0F".parse().unwrap();
+        let b: Mac = "02-aa-BB-cc-DD-0f".parse().unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.to_string(), "02:aa:bb:cc:dd:0f");
+    }
+
+    #[test]
+    fn rejects_malformed() {
+        for bad in [
+            "", "02:aa:bb:cc:dd", "02:aa:bb:cc:dd:ee:ff", "02:aa-bb:cc:dd:ee", "0g:aa:bb:cc:dd:ee",
+            "02aabbccddee", "02:aa:bb:cc:dd:e", " 2:aa:bb:cc:dd:ee", "+2:aa:bb:cc:dd:ee",
+        ] {
+            assert!(bad.parse::<Mac>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn classifies() {
+        let m: Mac = "03:00:00:00:00:01".parse().unwrap();
+        assert!(m.is_multicast());
+        assert!(!Mac::BROADCAST.is_usable_unicast());
+        assert!(!Mac::ZERO.is_usable_unicast());
+        let l: Mac = "02:00:00:00:00:01".parse().unwrap();
+        assert!(l.is_local() && l.is_usable_unicast());
+        assert_eq!(Mac::from_u64(l.to_u64()), l);
+    }
+}

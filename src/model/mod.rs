@@ -1,0 +1,252 @@
+//! The NIC model: one description of "a workload with NICs" that every dialect reads into.
+
+pub mod cause;
+pub mod ifname;
+pub mod mac;
+
+pub use cause::{Cause, Rule};
+pub use mac::Mac;
+use serde_json::Value;
+
+/// Which API a workload's NICs are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// Arktos VM pods: `Pod.spec.nics[]`, MACs in the `hotnic.io/mac-addresses` annotation.
+    Arktos,
+    /// Vanilla pods with the Multus `k8s.v1.cni.cncf.io/networks` annotation.
+    Multus,
+    /// KubeVirt `VirtualMachine` (`spec.template.spec`).
+    VirtualMachine,
+    /// KubeVirt `VirtualMachineInstance` (`spec`).
+    VirtualMachineInstance,
+}
+
+/// How a dialect unplugs a NIC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnplugStyle {
+    /// By removing it from the list (pods).
+    Remove,
+    /// By setting `state: absent` (KubeVirt); removal of a live NIC is not an unplug.
+    Absent,
+}
+
+/// Which names a dialect allows for NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameStyle {
+    /// A Linux interface name (pods: the name is the interface in the pod).
+    LinuxIfname,
+    /// KubeVirt's `^[A-Za-z0-9_-]+$`.
+    KubeVirt,
+}
+
+impl Dialect {
+    /// Short name for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Dialect::Arktos => "arktos",
+            Dialect::Multus => "multus",
+            Dialect::VirtualMachine => "kubevirt-vm",
+            Dialect::VirtualMachineInstance => "kubevirt-vmi",
+        }
+    }
+
+    /// How this dialect unplugs a NIC.
+    pub fn unplug_style(&self) -> UnplugStyle {
+        match self {
+            Dialect::Arktos | Dialect::Multus => UnplugStyle::Remove,
+            Dialect::VirtualMachine | Dialect::VirtualMachineInstance => UnplugStyle::Absent,
+        }
+    }
+
+    /// Which names this dialect allows.
+    pub fn name_style(&self) -> NameStyle {
+        match self {
+            Dialect::Arktos | Dialect::Multus => NameStyle::LinuxIfname,
+            Dialect::VirtualMachine | Dialect::VirtualMachineInstance => NameStyle::KubeVirt,
+        }
+    }
+
+    /// Whether this is one of the KubeVirt kinds.
+    pub fn is_kubevirt(&self) -> bool {
+        matches!(
+            self,
+            Dialect::VirtualMachine | Dialect::VirtualMachineInstance
+        )
+    }
+}
+
+/// A value as found in the object, with the field path it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Field {
+    /// Field path, e.g. `metadata.annotations[hotnic.io/interface-capacity]`.
+    pub path: String,
+    /// The raw JSON value.
+    pub value: Value,
+}
+
+/// A namespaced network (a Multus NetworkAttachmentDefinition).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NetworkRef {
+    /// Namespace of the NetworkAttachmentDefinition.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+impl std::fmt::Display for NetworkRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One attribute of a NIC's binding (what it is plugged into). Compared by `key` across updates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingField {
+    /// Identity of the attribute within its NIC, e.g. `portId`, `network.multus`.
+    pub key: String,
+    /// Field path in this object.
+    pub path: String,
+    /// Its value (`Null` when absent).
+    pub value: Value,
+    /// May go from empty to set once (Arktos `portId`), but never change after.
+    pub set_once: bool,
+}
+
+/// One network interface of a workload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nic {
+    /// The NIC's name (Multus `interface`), if it has one.
+    pub name: Option<String>,
+    /// Field path of the NIC element, e.g. `spec.nics[1]`.
+    pub path: String,
+    /// Field path of its name.
+    pub name_path: String,
+    /// The MAC as written (not yet validated); `None` when missing or empty.
+    pub mac: Option<String>,
+    /// Field path of its MAC.
+    pub mac_path: String,
+    /// What it is plugged into; immutable once the NIC exists.
+    pub binding: Vec<BindingField>,
+    /// Binding method (KubeVirt `bridge`, `masquerade`, `sriov`, `binding:<name>`); `None` for pods.
+    pub method: Option<String>,
+    /// The network it attaches to, when it names one.
+    pub network: Option<NetworkRef>,
+    /// Requested static IPs (CIDR strings), if any.
+    pub ips: Vec<String>,
+    /// Arktos port ID, if any.
+    pub port_id: Option<String>,
+    /// `false` for KubeVirt `state: absent` (being unplugged).
+    pub present: bool,
+    /// The workload's primary NIC.
+    pub primary: bool,
+    /// Not written in the object (the Multus cluster-default network); never patched.
+    pub implicit: bool,
+    /// Position in the list it came from.
+    pub index: usize,
+}
+
+impl Nic {
+    /// The MAC parsed, when it is present and valid.
+    pub fn parsed_mac(&self) -> Option<Mac> {
+        self.mac.as_deref().and_then(|m| m.parse().ok())
+    }
+
+    /// Binding attribute by key.
+    pub fn binding_field(&self, key: &str) -> Option<&BindingField> {
+        self.binding.iter().find(|b| b.key == key)
+    }
+}
+
+/// The interface-capacity fields as found (not yet validated).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CapacityFields {
+    /// The canonical `hotnic.io/interface-capacity` annotation.
+    pub annotation: Option<Field>,
+    /// KubeVirt `resources.requests["kubevirt.io/interface"]`.
+    pub request: Option<Field>,
+    /// KubeVirt `resources.limits["kubevirt.io/interface"]` (always wrong).
+    pub limit: Option<Field>,
+}
+
+/// Interface capacity bounds.
+pub const MAX_CAPACITY: u8 = 32;
+
+/// Parses a capacity value: an integer 0–32, as a JSON number or a decimal string.
+pub fn parse_capacity(v: &Value) -> Result<u8, String> {
+    let n = match v {
+        Value::Number(n) => n.as_i64().ok_or_else(|| n.to_string())?,
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 3 => {
+            s.parse::<i64>().map_err(|_| s.clone())?
+        }
+        Value::String(s) => return Err(format!("{s:?} is not a whole number")),
+        other => return Err(format!("{other} is not a whole number")),
+    };
+    if (0..=i64::from(MAX_CAPACITY)).contains(&n) {
+        Ok(n as u8)
+    } else {
+        Err(format!("{n} is outside 0–{MAX_CAPACITY}"))
+    }
+}
+
+impl CapacityFields {
+    /// The effective capacity: the annotation if valid, else the request if valid.
+    pub fn effective(&self) -> Option<u8> {
+        [&self.annotation, &self.request]
+            .into_iter()
+            .flatten()
+            .find_map(|f| parse_capacity(&f.value).ok())
+    }
+}
+
+/// A workload's NICs in one dialect-neutral form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// The dialect it was read from.
+    pub dialect: Dialect,
+    /// Its NICs, in order (implicit primary first where there is one).
+    pub nics: Vec<Nic>,
+    /// Interface capacity fields.
+    pub capacity: CapacityFields,
+    /// Override of the primary network (Multus `v1.multus-cni.io/default-network`).
+    pub primary_network: Option<Field>,
+    /// Problems found while reading (malformed values, dialect well-formedness).
+    pub problems: Vec<Cause>,
+}
+
+impl Workload {
+    /// An empty workload of a dialect.
+    pub fn new(dialect: Dialect) -> Self {
+        Workload {
+            dialect,
+            nics: Vec::new(),
+            capacity: CapacityFields::default(),
+            primary_network: None,
+            problems: Vec::new(),
+        }
+    }
+
+    /// NICs present (not being unplugged).
+    pub fn present(&self) -> impl Iterator<Item = &Nic> {
+        self.nics.iter().filter(|n| n.present)
+    }
+
+    /// The first NIC with this name.
+    pub fn by_name(&self, name: &str) -> Option<&Nic> {
+        self.nics.iter().find(|n| n.name.as_deref() == Some(name))
+    }
+
+    /// Whether the workload has any NIC written in the object.
+    pub fn has_nics(&self) -> bool {
+        self.nics.iter().any(|n| !n.implicit)
+    }
+}
+
+/// Renders a field path for a map key, e.g. `metadata.annotations[k8s.v1.cni.cncf.io/networks]`.
+pub fn key_path(base: &str, key: &str) -> String {
+    format!("{base}[{key}]")
+}
+
+/// Renders a field path for a list index, e.g. `spec.nics[1]`.
+pub fn index_path(base: &str, index: usize) -> String {
+    format!("{base}[{index}]")
+}
