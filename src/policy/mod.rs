@@ -243,7 +243,10 @@ impl Policy {
         let d = dialect::detect(req.group, req.kind, req.object, req.old_object)?;
         let new = dialect::read(d, req.object, req.namespace);
         let old = req.old_object.map(|o| dialect::read(d, o, req.namespace));
-        if !new.has_nics() && !old.as_ref().is_some_and(Workload::has_nics) {
+        if !new.has_nics()
+            && new.problems.is_empty()
+            && !old.as_ref().is_some_and(Workload::has_nics)
+        {
             return Err(None);
         }
         let meta = req.object.get("metadata");

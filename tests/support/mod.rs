@@ -1,6 +1,8 @@
 //! Shared test helpers: fixtures, building requests, applying patches.
 #![allow(dead_code)]
 
+pub mod objects;
+
 use hotnic::allocator::{InMemoryAllocator, MacRange};
 use hotnic::policy::{Operation, Outcome, Policy, PolicyConfig, Request};
 use serde_json::Value;
