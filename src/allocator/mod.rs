@@ -40,7 +40,9 @@ impl Owner {
                 .as_deref()
                 .is_some_and(|g| n.starts_with(g)),
             // Two nameless records of one generateName cannot be told apart: treat them as one.
-            (None, None) => self.generate_name.is_some() && self.generate_name == other.generate_name,
+            (None, None) => {
+                self.generate_name.is_some() && self.generate_name == other.generate_name
+            }
         }
     }
 }
