@@ -3,11 +3,13 @@
 //! - [`model`]: the NIC model every dialect reads into (NICs, MACs, capacity, causes);
 //! - [`dialect`]: the three dialects (Arktos pods, Multus pods, KubeVirt) that read and write it;
 //! - [`allocator`]: MAC allocation (range, allocator trait, in-memory allocator);
-//! - [`policy`]: the admission policy (mutations and rules).
+//! - [`policy`]: the admission policy (mutations and rules);
+//! - [`check`]: `hotnic check`, the policy run offline on manifests.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod allocator;
+pub mod check;
 pub mod dialect;
 pub mod model;
 pub mod policy;

@@ -136,6 +136,21 @@ fn keeps_old_macs_when_an_update_drops_them() {
 }
 
 #[test]
+fn an_unplugged_kubevirt_nic_keeps_its_mac_even_when_the_update_dropped_it() {
+    let p = policy();
+    let created = admit(&p, &Req::create(vm_basic()));
+    let mut unplug = vm_basic();
+    vm_spec(&mut unplug)["domain"]["devices"]["interfaces"][1]["state"] = json!("absent");
+    let after = admit(&p, &Req::update(created.clone(), unplug));
+    let was =
+        &created["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][1]["macAddress"];
+    let now =
+        &after["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][1]["macAddress"];
+    assert!(was.is_string());
+    assert_eq!(was, now);
+}
+
+#[test]
 fn arktos_unplug_drops_the_stale_mac_entry() {
     let p = policy();
     let created = admit(

@@ -34,8 +34,8 @@ pub(super) fn run(p: &Policy, req: &Request<'_>, s: &Subject) -> Outcome {
     }
 }
 
-/// Chooses a MAC for every present NIC without one: its old MAC if the NIC existed before, else a
-/// new one from the allocator. Also normalises user-given MACs to lower-case `:` form.
+/// Chooses a MAC for every NIC without one: its old MAC if the NIC existed before, else (if the NIC
+/// is present) a new one from the allocator. Also normalises user-given MACs to lower-case `:` form.
 fn assign_macs(
     p: &Policy,
     req: &Request<'_>,
@@ -62,9 +62,6 @@ fn assign_macs(
             }
             continue;
         }
-        if !nic.present {
-            continue;
-        }
         let kept = nic
             .name
             .as_deref()
@@ -72,6 +69,8 @@ fn assign_macs(
             .and_then(|o| o.parsed_mac());
         let mac = match kept {
             Some(m) => m,
+            // A NIC being unplugged gets no new MAC.
+            None if !nic.present => continue,
             None => p
                 .allocator
                 .allocate(&s.owner, &|m| taken.contains(&m), req.dry_run)

@@ -36,6 +36,14 @@ pub(super) fn warnings(s: &Subject) -> Vec<String> {
     out
 }
 
+/// The list a NIC's element path belongs to (`spec.nics[2]` → `spec.nics`), for NICs that are gone.
+fn list_path(nic: &Nic) -> String {
+    match nic.path.rfind('[') {
+        Some(i) if nic.path.ends_with(']') => nic.path[..i].to_string(),
+        _ => nic.path.clone(),
+    }
+}
+
 /// Renders a JSON value for a message (`unset` for null).
 fn show(v: &Value) -> String {
     match v {
@@ -356,8 +364,8 @@ fn primary(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
         if new.by_name(name).is_none() {
             causes.push(Cause::new(
                 Rule::Primary,
-                was.path.clone(),
-                format!("{name:?} is the primary NIC and may not be removed or renamed; keep it (only secondary NICs can be unplugged)"),
+                list_path(was),
+                format!("{name:?} (was {}) is the primary NIC and may not be removed or renamed; keep it (only secondary NICs can be unplugged)", was.path),
             ));
         }
     }
@@ -410,8 +418,8 @@ fn kubevirt_unplug(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Caus
         if new.by_name(name).is_none() {
             causes.push(Cause::new(
                 Rule::Unplug,
-                was.path.clone(),
-                format!("interface {name:?} was removed; to unplug it, keep it and its network and set \"state\": \"absent\" on it instead"),
+                list_path(was),
+                format!("interface {name:?} (was {}) was removed; to unplug it, keep it and its network and set \"state\": \"absent\" on it instead", was.path),
             ));
         }
     }
