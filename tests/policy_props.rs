@@ -224,3 +224,106 @@ proptest! {
         }
     }
 }
+
+/// Arbitrary JSON, biased towards the shapes the dialects expect.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        (-5i64..40).prop_map(Value::from),
+        prop::sample::select(vec![
+            "",
+            "eth1",
+            "eth0",
+            "02:00:00:00:00:01",
+            "absent",
+            "4",
+            "[",
+            "{}",
+            "a@b",
+            "ns/n@eth2",
+            "[{\"name\":\"n\"}]"
+        ])
+        .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "name",
+                        "interface",
+                        "mac",
+                        "macAddress",
+                        "state",
+                        "bridge",
+                        "masquerade",
+                        "pod",
+                        "multus",
+                        "networkName",
+                        "ips",
+                        "portId",
+                        "portID",
+                        "namespace",
+                        "default-route"
+                    ]),
+                    inner
+                ),
+                0..4
+            )
+            .prop_map(|kv| Value::Object(
+                kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+            )),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_json_never_panics_and_patches_apply(
+        d in dialect_strategy(),
+        a in any_json(),
+        b in any_json(),
+        c in any_json(),
+        text in ".{0,40}",
+        update in any::<bool>(),
+    ) {
+        let mut obj = build(d, &[]);
+        match d {
+            Dialect::Multus => {
+                obj["metadata"]["annotations"][NETWORKS] = if a.is_string() { a.clone() } else { Value::from(if update { a.to_string() } else { text.clone() }) };
+            }
+            Dialect::Arktos => {
+                obj["spec"]["nics"] = a.clone();
+                obj["metadata"]["annotations"] = json!({"hotnic.io/mac-addresses": b.clone(), "hotnic.io/interface-capacity": c.clone()});
+            }
+            _ => {
+                let s = vm_spec(&mut obj);
+                s["domain"]["devices"]["interfaces"] = a.clone();
+                s["networks"] = b.clone();
+                s["domain"]["resources"] = json!({"requests": {"kubevirt.io/interface": c.clone()}});
+            }
+        }
+        let p = policy();
+        let req = if update { Req::update(build(d, &[]), obj) } else { Req::create(obj) };
+        let m = p.mutate(&req.as_request());
+        let v = p.validate(&req.as_request());
+        if let Some(patch) = m.patch() {
+            let mut o = req.object.clone();
+            prop_assert!(json_patch::patch(&mut o, &patch.0).is_ok(), "patch {} does not apply to {}", patch, req.object);
+        }
+        for out in [m, v] {
+            if let Some(d) = out.denial() {
+                prop_assert!(!d.causes.is_empty());
+                for c in &d.causes {
+                    prop_assert!(!c.field.is_empty() && c.message.len() > 5, "{:?}", c);
+                }
+            }
+        }
+    }
+}

@@ -293,6 +293,31 @@ fn rule2_mac_used_by_another_object_is_denied() {
 }
 
 #[test]
+fn rule2_a_deleted_objects_macs_are_free_again() {
+    let p = policy();
+    let a = Req::create(multus(
+        json!([{"name": "a", "interface": "eth1", "mac": "02:aa:bb:cc:dd:01"}]),
+    ));
+    admit(&p, &a);
+    let mut b = a.clone();
+    b.object["metadata"]["name"] = json!("other");
+    b.name = Some("other".into());
+    assert_eq!(denials(&p, &b).len(), 1);
+    // A dry-run delete frees nothing; the real one does.
+    let mut delete = Req::new(
+        hotnic::policy::Operation::Delete,
+        Value::Null,
+        Some(a.object.clone()),
+    );
+    delete.kind = "Pod".into();
+    delete.name = Some("web".into());
+    assert!(p.validate(&delete.clone().dry().as_request()).is_allowed());
+    assert_eq!(denials(&p, &b).len(), 1);
+    assert!(p.validate(&delete.as_request()).is_allowed());
+    assert!(denials(&p, &b).is_empty());
+}
+
+#[test]
 fn rule3_capacity() {
     let cap = "metadata.annotations[hotnic.io/interface-capacity]";
     let req = "spec.template.spec.domain.resources.requests[kubevirt.io/interface]";
