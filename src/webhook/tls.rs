@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, anyhow};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -174,13 +174,20 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, certificates from `store`.
+/// TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, certificates from `store`, no session
+/// resumption.
 pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .context("TLS versions")?
         .with_no_client_auth()
         .with_cert_resolver(store);
+    // No session resumption: a resumed session skips the certificate, so a client that keeps
+    // resuming would never see a reloaded one (and a session issued by a handshake that raced
+    // the reload would carry the old identity on). The API server (Go net/http without a
+    // ClientSessionCache) does not resume sessions anyway.
+    cfg.session_storage = Arc::new(NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
