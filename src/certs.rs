@@ -99,6 +99,9 @@ impl Ca {
     pub fn issue(&self, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(String, String)> {
         anyhow::ensure!(!dns.is_empty() || !ips.is_empty(), "give at least one --dns name or --ip");
         let key = KeyPair::generate().context("generating the serving key")?;
+        if let Some(bad) = dns.iter().find(|d| !valid_dns_name(d)) {
+            anyhow::bail!("{bad:?} is not a valid DNS name (RFC 1123 labels, optionally a leading \"*.\")");
+        }
         let mut params = CertificateParams::default();
         params.distinguished_name = name(dns.first().map_or("hotnic-webhook", String::as_str));
         params.subject_alt_names = dns
@@ -124,6 +127,21 @@ pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<Generated> 
     let ca = Ca::new(days)?;
     let (cert_pem, key_pem) = ca.issue(dns, ips, days)?;
     Ok(Generated { ca_pem: ca.pem, cert_pem, key_pem })
+}
+
+/// RFC 1123 host name (labels of letters, digits and inner hyphens, at most 63 bytes each, 253
+/// in all), optionally with a leading `*.` wildcard label.
+fn valid_dns_name(name: &str) -> bool {
+    let host = name.strip_prefix("*.").unwrap_or(name);
+    !host.is_empty()
+        && name.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn name(common: &str) -> DistinguishedName {
@@ -185,4 +203,28 @@ pub fn ensure_dev(dir: &Path) -> Result<(PathBuf, PathBuf)> {
         tracing::warn!(dir = %dir.display(), "created self-signed DEV certificates; never use them in production");
     }
     Ok((cert, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        for ok in ["localhost", "hotnic-webhook.hotnic-system.svc", "*.example.com", "a1.b-2.c"] {
+            assert!(valid_dns_name(ok), "{ok}");
+        }
+        for bad in ["", "not a name!", "-a.b", "a-.b", "a..b", "*.", "*", "a.*.b", &"x".repeat(64)] {
+            assert!(!valid_dns_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn issue_refuses_no_names_and_bad_names() {
+        let ca = Ca::new(10).unwrap();
+        assert!(ca.issue(&[], &[], 10).is_err());
+        assert!(ca.issue(&["bad name".into()], &[], 10).is_err());
+        let (cert, _) = ca.issue(&[], &["127.0.0.1".parse().unwrap()], 10).unwrap();
+        assert!(cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    }
 }

@@ -214,21 +214,38 @@ pub async fn start(cfg: Config) -> Result<Running> {
 pub async fn run(args: WebhookArgs) -> Result<()> {
     crate::cli::init_logging(args.log_format);
     let cfg = Config::from_args(&args)?;
+    // Handlers first: a SIGTERM right after "serving" is logged must drain, not kill.
+    let signals = Signals::install()?;
     let mut running = start(cfg).await?;
-    wait_for_signal().await?;
+    signals.wait().await;
     running.shutdown();
     running.wait().await;
     Ok(())
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn wait_for_signal() -> Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = int.recv() => tracing::info!("SIGINT"),
-    }
-    Ok(())
+/// SIGTERM and SIGINT handlers, installed before the server starts.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
 }
+
+impl Signals {
+    /// Installs the handlers (the default action, exiting, no longer applies).
+    pub fn install() -> Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM"),
+            _ = self.int.recv() => tracing::info!("SIGINT"),
+        }
+    }
+}
+
