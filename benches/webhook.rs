@@ -15,7 +15,10 @@ use std::sync::Arc;
 use tower::ServiceExt;
 
 fn fixtures() -> Vec<(String, bytes::Bytes)> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/apiserver-v1.32");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fixtures/apiserver-v1.32"
+    );
     let mut out: Vec<_> = std::fs::read_dir(dir)
         .expect("shared fixtures")
         .map(|e| e.unwrap().path())
@@ -32,7 +35,10 @@ fn fixtures() -> Vec<(String, bytes::Bytes)> {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let policy = Policy::new(
         PolicyConfig::default(),
         Arc::new(InMemoryAllocator::new(MacRange::default_range())),
@@ -40,7 +46,11 @@ fn bench(c: &mut Criterion) {
     let app = router(AppState::new(policy, Arc::new(Metrics::new())), 8 << 20);
     let mut group = c.benchmark_group("router");
     for (name, body) in fixtures() {
-        let path = if name.split('-').nth(1) == Some("mutate") { "/mutate" } else { "/validate" };
+        let path = if name.split('-').nth(1) == Some("mutate") {
+            "/mutate"
+        } else {
+            "/validate"
+        };
         group.throughput(criterion::Throughput::Bytes(body.len() as u64));
         group.bench_function(&name, |b| {
             b.iter(|| {

@@ -31,7 +31,11 @@ fn parse_args() -> Result<Args> {
         ca: "certs/ca.crt".into(),
         seconds: 10,
         connections: 8,
-        fixtures: concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/apiserver-v1.32").into(),
+        fixtures: concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/apiserver-v1.32"
+        )
+        .into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,7 +56,10 @@ fn parse_args() -> Result<Args> {
         }
     }
     if !a.addr.ip().is_loopback() {
-        bail!("loadgen only targets loopback addresses, not {}", a.addr.ip());
+        bail!(
+            "loadgen only targets loopback addresses, not {}",
+            a.addr.ip()
+        );
     }
     if a.seconds == 0 || a.seconds > MAX_SECONDS {
         bail!("--seconds must be 1..={MAX_SECONDS}");
@@ -76,7 +83,11 @@ fn load_fixtures(dir: &PathBuf) -> Result<Vec<(&'static str, String, bytes::Byte
         let raw = std::fs::read(&p)?;
         let v: serde_json::Value = serde_json::from_slice(&raw)?;
         let name = p.file_name().unwrap_or_default().to_string_lossy();
-        let path = if name.split('-').nth(1) == Some("mutate") { "/mutate" } else { "/validate" };
+        let path = if name.split('-').nth(1) == Some("mutate") {
+            "/mutate"
+        } else {
+            "/validate"
+        };
         let uid = v["request"]["uid"].as_str().unwrap_or_default().to_string();
         out.push((path, uid, raw.into()));
     }
@@ -114,11 +125,15 @@ async fn main() -> Result<()> {
                 let (path, uid, body) = &fixtures[i % fixtures.len()];
                 i += 1;
                 let t = Instant::now();
-                let ok = match client.post(format!("{base}{path}?timeout=10s")).body(body.clone()).send().await {
-                    Ok(r) if r.status() == 200 => r
-                        .bytes()
-                        .await
-                        .is_ok_and(|b| contains(&b, uid.as_bytes())),
+                let ok = match client
+                    .post(format!("{base}{path}?timeout=10s"))
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        r.bytes().await.is_ok_and(|b| contains(&b, uid.as_bytes()))
+                    }
                     _ => false,
                 };
                 if ok {

@@ -1,5 +1,6 @@
 //! AdmissionReview v1 on the wire: reading the API server's request and building the response.
 
+use crate::model::Rule;
 use crate::policy::{Operation, Outcome, Request};
 use base64::Engine;
 use serde::Deserialize;
@@ -171,7 +172,14 @@ pub fn response(uid: &str, phase: Phase, outcome: &Outcome) -> Value {
             let causes: Vec<Value> = d
                 .causes
                 .iter()
-                .map(|c| json!({"field": c.field, "message": c.message, "reason": "FieldValueForbidden"}))
+                .map(|c| {
+                    let reason = if c.rule == Rule::Malformed {
+                        "FieldValueInvalid"
+                    } else {
+                        "FieldValueForbidden"
+                    };
+                    json!({"field": c.field, "message": c.message, "reason": reason})
+                })
                 .collect();
             resp["status"] = json!({
                 "status": "Failure",

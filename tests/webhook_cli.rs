@@ -28,43 +28,70 @@ fn certs_writes_a_ca_and_a_serving_pair_and_prints_the_ca_bundle() {
     let out = Command::new(BIN)
         .args(["certs", "--out"])
         .arg(&out_dir)
-        .args(["--dns", "hotnic-webhook.hotnic-system.svc", "--dns", "localhost"])
+        .args([
+            "--dns",
+            "hotnic-webhook.hotnic-system.svc",
+            "--dns",
+            "localhost",
+        ])
         .args(["--ip", "127.0.0.1", "--ip", "10.0.0.7", "--days", "10"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let ca = std::fs::read_to_string(out_dir.join("ca.crt")).unwrap();
     let bundle = stdout
         .lines()
         .find_map(|l| l.strip_prefix("caBundle: "))
         .unwrap_or_else(|| panic!("no caBundle line in {stdout}"));
-    let decoded = base64::engine::general_purpose::STANDARD.decode(bundle).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(bundle)
+        .unwrap();
     assert_eq!(decoded, ca.as_bytes(), "caBundle is base64 of ca.crt");
 
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(out_dir.join("tls.key")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(out_dir.join("tls.key"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600, "the key is private");
 
-    let info = hotnic::webhook::tls::inspect(&std::fs::read(out_dir.join("tls.crt")).unwrap()).unwrap();
-    assert!(info.dns.contains(&"hotnic-webhook.hotnic-system.svc".to_string()), "{info:?}");
+    let info =
+        hotnic::webhook::tls::inspect(&std::fs::read(out_dir.join("tls.crt")).unwrap()).unwrap();
+    assert!(
+        info.dns
+            .contains(&"hotnic-webhook.hotnic-system.svc".to_string()),
+        "{info:?}"
+    );
     assert!(info.ips.contains(&"10.0.0.7".to_string()), "{info:?}");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((info.not_after - (now + 10 * 86_400)).abs() < 3600, "{info:?}");
+    assert!(
+        (info.not_after - (now + 10 * 86_400)).abs() < 3600,
+        "{info:?}"
+    );
 
     // The serving pair chains to the CA: a client trusting only ca.crt talks to a server using it.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut running = hotnic::webhook::start(config(&out_dir.join("tls.crt"), &out_dir.join("tls.key")))
-            .await
-            .unwrap();
+        let mut running =
+            hotnic::webhook::start(config(&out_dir.join("tls.crt"), &out_dir.join("tls.key")))
+                .await
+                .unwrap();
         let c = client_for(running.addr, &[&ca], |b| b.http1_only());
         let (name, raw, review) = fixtures().into_iter().next().unwrap();
         let r = c
-            .post(format!("https://localhost:{}{}", running.addr.port(), endpoint_of(&name)))
+            .post(format!(
+                "https://localhost:{}{}",
+                running.addr.port(),
+                endpoint_of(&name)
+            ))
             .body(raw)
             .send()
             .await
@@ -96,7 +123,10 @@ fn certs_refuses_bad_input() {
 
 /// Starts `hotnic webhook` with `args` in `cwd`; returns the child and the TLS and admin
 /// addresses from its JSON "serving" log line.
-fn start_webhook(cwd: &std::path::Path, args: &[&str]) -> (Guard, std::net::SocketAddr, std::net::SocketAddr) {
+fn start_webhook(
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> (Guard, std::net::SocketAddr, std::net::SocketAddr) {
     let mut child = Guard(
         Command::new(BIN)
             .arg("webhook")
@@ -138,13 +168,22 @@ fn start_webhook(cwd: &std::path::Path, args: &[&str]) -> (Guard, std::net::Sock
 
 fn sigterm_and_wait(mut child: Guard) -> std::process::ExitStatus {
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             return status;
         }
-        assert!(Instant::now() < deadline, "the webhook did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the webhook did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -163,13 +202,18 @@ fn webhook_dev_creates_then_reuses_certs_serves_and_stops_on_sigterm() {
     ];
     let (child, addr, admin) = start_webhook(cwd.path(), &args);
     assert!(addr.ip().is_loopback() && admin.ip().is_loopback());
-    let ca = std::fs::read_to_string(cwd.path().join("certs/ca.crt")).expect("--dev wrote certs/ca.crt");
+    let ca =
+        std::fs::read_to_string(cwd.path().join("certs/ca.crt")).expect("--dev wrote certs/ca.crt");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = client_for(addr, &[&ca], |b| b.http1_only());
         for (name, raw, review) in fixtures().into_iter().take(4) {
             let r = c
-                .post(format!("https://localhost:{}{}", addr.port(), endpoint_of(&name)))
+                .post(format!(
+                    "https://localhost:{}{}",
+                    addr.port(),
+                    endpoint_of(&name)
+                ))
                 .body(raw)
                 .send()
                 .await
@@ -177,7 +221,9 @@ fn webhook_dev_creates_then_reuses_certs_serves_and_stops_on_sigterm() {
             assert_eq!(r.status(), 200);
             check_answer(&name, endpoint_of(&name), &review, &r.json().await.unwrap());
         }
-        let ready = reqwest::get(format!("http://{admin}/readyz")).await.unwrap();
+        let ready = reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .unwrap();
         assert_eq!(ready.status(), 200);
     });
     let status = sigterm_and_wait(child);
@@ -185,7 +231,10 @@ fn webhook_dev_creates_then_reuses_certs_serves_and_stops_on_sigterm() {
 
     // Second start: the same certificates are reused.
     let (child, _, _) = start_webhook(cwd.path(), &args);
-    assert_eq!(std::fs::read_to_string(cwd.path().join("certs/ca.crt")).unwrap(), ca);
+    assert_eq!(
+        std::fs::read_to_string(cwd.path().join("certs/ca.crt")).unwrap(),
+        ca
+    );
     assert!(sigterm_and_wait(child).success());
 }
 
@@ -197,7 +246,13 @@ fn webhook_refuses_a_key_that_does_not_match_and_missing_certs() {
     std::fs::write(dir.path().join("a.crt"), &a.cert_pem).unwrap();
     std::fs::write(dir.path().join("b.key"), &b.key_pem).unwrap();
     let out = Command::new(BIN)
-        .args(["webhook", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--tls-cert")
         .arg(dir.path().join("a.crt"))
         .arg("--tls-key")
@@ -209,7 +264,13 @@ fn webhook_refuses_a_key_that_does_not_match_and_missing_certs() {
     assert!(err.contains("does not match"), "{err}");
 
     let out = Command::new(BIN)
-        .args(["webhook", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .env_remove("HOTNIC_TLS_CERT")
         .env_remove("HOTNIC_DEV")
         .output()

@@ -40,7 +40,11 @@ impl SecretVolume {
     /// temporary symlink at it, rename it over `..data`, remove the old directory.
     fn swap(&mut self, g: &Generated) {
         self.generation += 1;
-        let name = format!("..2026_11_24_10_00_{:02}.{:09}", self.generation, self.generation * 7);
+        let name = format!(
+            "..2026_11_24_10_00_{:02}.{:09}",
+            self.generation,
+            self.generation * 7
+        );
         let new = self.dir.path().join(&name);
         certs::write(&new, g).unwrap();
         let tmp = self.dir.path().join("..data_tmp");
@@ -61,7 +65,9 @@ impl SecretVolume {
 }
 
 fn der(pem: &str) -> Vec<u8> {
-    CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
 }
 
 /// Posts fixture 001 on a new connection each time (no pooling) and records the served
@@ -76,15 +82,23 @@ struct Looper {
 
 impl Looper {
     fn start(addr: std::net::SocketAddr, cas: &[&str]) -> Self {
-        let client = client_for(addr, cas, |b| b.http1_only().pool_max_idle_per_host(0).tls_info(true));
+        let client = client_for(addr, cas, |b| {
+            b.http1_only().pool_max_idle_per_host(0).tls_info(true)
+        });
         let url = format!("https://localhost:{}/mutate", addr.port());
-        let body = std::fs::read(fixtures_dir().join("001-mutate-create-pod-web-multus.json")).unwrap();
+        let body =
+            std::fs::read(fixtures_dir().join("001-mutate-create-pod-web-multus.json")).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
         let last_cert = Arc::new(std::sync::Mutex::new(Vec::new()));
         let task = tokio::spawn({
-            let (stop, ok, failures, last_cert) = (stop.clone(), ok.clone(), failures.clone(), last_cert.clone());
+            let (stop, ok, failures, last_cert) = (
+                stop.clone(),
+                ok.clone(),
+                failures.clone(),
+                last_cert.clone(),
+            );
             async move {
                 while !stop.load(Ordering::SeqCst) {
                     let r = client.post(&url).body(body.clone()).send().await;
@@ -109,7 +123,13 @@ impl Looper {
                 }
             }
         });
-        Looper { stop, ok, failures, last_cert, task }
+        Looper {
+            stop,
+            ok,
+            failures,
+            last_cert,
+            task,
+        }
     }
 
     /// Waits (bounded) until the served certificate is `want` and a few more requests passed.
@@ -151,7 +171,9 @@ async fn a_secret_volume_symlink_swap_is_served_on_new_connections_without_failu
     let second = certs::generate(&["localhost".into()], &[], 100).unwrap();
     let third = generate();
     let mut vol = SecretVolume::new(&first);
-    let running = hotnic::webhook::start(config(&vol.cert(), &vol.key())).await.unwrap();
+    let running = hotnic::webhook::start(config(&vol.cert(), &vol.key()))
+        .await
+        .unwrap();
     let addr = running.addr;
     let looper = Looper::start(addr, &[&first.ca_pem, &second.ca_pem, &third.ca_pem]);
     looper.wait_for_cert(&der(&first.cert_pem)).await;
@@ -159,24 +181,56 @@ async fn a_secret_volume_symlink_swap_is_served_on_new_connections_without_failu
     // A keep-alive connection opened before the swap keeps working after it.
     let keepalive = client_for(addr, &[&first.ca_pem], |b| b.http1_only());
     let url = format!("https://localhost:{}/validate", addr.port());
-    let body = std::fs::read(fixtures_dir().join("002-validate-create-pod-web-multus.json")).unwrap();
-    assert_eq!(keepalive.post(&url).body(body.clone()).send().await.unwrap().status(), 200);
+    let body =
+        std::fs::read(fixtures_dir().join("002-validate-create-pod-web-multus.json")).unwrap();
+    assert_eq!(
+        keepalive
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
     vol.swap(&second);
     looper.wait_for_cert(&der(&second.cert_pem)).await;
     assert_eq!(
-        keepalive.post(&url).body(body.clone()).send().await.unwrap().status(),
+        keepalive
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200,
         "the established connection survives the swap"
     );
     // A client that trusts only the new CA now connects.
     let only_new = client_for(addr, &[&second.ca_pem], |b| b.http1_only());
-    assert_eq!(only_new.post(&url).body(body.clone()).send().await.unwrap().status(), 200);
+    assert_eq!(
+        only_new
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let metrics = running.state.metrics.encode();
-    assert!(metrics.contains("hotnic_webhook_certificate_reloads_total 1"), "{metrics}");
-    let not_after = hotnic::webhook::tls::inspect(second.cert_pem.as_bytes()).unwrap().not_after;
     assert!(
-        metrics.contains(&format!("hotnic_webhook_certificate_not_after_seconds {not_after}")),
+        metrics.contains("hotnic_webhook_certificate_reloads_total 1"),
+        "{metrics}"
+    );
+    let not_after = hotnic::webhook::tls::inspect(second.cert_pem.as_bytes())
+        .unwrap()
+        .not_after;
+    assert!(
+        metrics.contains(&format!(
+            "hotnic_webhook_certificate_not_after_seconds {not_after}"
+        )),
         "the expiry gauge follows the reload: {metrics}"
     );
 
@@ -191,7 +245,10 @@ async fn a_secret_volume_symlink_swap_is_served_on_new_connections_without_failu
     looper.wait_for_cert(&der(&third.cert_pem)).await;
 
     let (ok, failures) = looper.finish().await;
-    assert!(failures.is_empty(), "failed requests during the swaps: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "failed requests during the swaps: {failures:?}"
+    );
     assert!(ok > 10, "{ok}");
     let mut running = running;
     running.shutdown();
@@ -206,18 +263,27 @@ async fn a_failed_reload_keeps_serving_the_old_pair() {
     let before = store.info();
     assert!(!store.reload().unwrap(), "unchanged files are not reloaded");
     // Mismatched key.
-    vol.swap(&Generated { key_pem: a.key_pem.clone(), ..b.clone() });
+    vol.swap(&Generated {
+        key_pem: a.key_pem.clone(),
+        ..b.clone()
+    });
     let err = store.reload().unwrap_err();
     assert!(format!("{err:#}").contains("does not match"), "{err:#}");
     assert_eq!(store.info(), before);
     // Garbage.
-    vol.swap(&Generated { cert_pem: "not a certificate".into(), ..b.clone() });
+    vol.swap(&Generated {
+        cert_pem: "not a certificate".into(),
+        ..b.clone()
+    });
     assert!(store.reload().is_err());
     assert_eq!(store.info(), before);
     // Good again.
     vol.swap(&b);
     assert!(store.reload().unwrap());
-    assert_eq!(store.info(), hotnic::webhook::tls::inspect(b.cert_pem.as_bytes()).unwrap());
+    assert_eq!(
+        store.info(),
+        hotnic::webhook::tls::inspect(b.cert_pem.as_bytes()).unwrap()
+    );
 }
 
 #[tokio::test]
@@ -225,10 +291,20 @@ async fn the_server_refuses_to_start_with_a_key_that_does_not_match() {
     let a = generate();
     let b = generate();
     let dir = tempfile::tempdir().unwrap();
-    certs::write(dir.path(), &Generated { key_pem: b.key_pem, ..a }).unwrap();
-    let err = hotnic::webhook::start(config(&dir.path().join("tls.crt"), &dir.path().join("tls.key")))
-        .await
-        .unwrap_err();
+    certs::write(
+        dir.path(),
+        &Generated {
+            key_pem: b.key_pem,
+            ..a
+        },
+    )
+    .unwrap();
+    let err = hotnic::webhook::start(config(
+        &dir.path().join("tls.crt"),
+        &dir.path().join("tls.key"),
+    ))
+    .await
+    .unwrap_err();
     assert!(format!("{err:#}").contains("does not match"), "{err:#}");
 }
 
@@ -238,7 +314,9 @@ async fn raw_tls(
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap()).unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
     let mut cfg = rustls::ClientConfig::builder_with_provider(hotnic::webhook::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -264,7 +342,11 @@ async fn graceful_drain_flips_readyz_and_answers_late_reviews_with_503_retry_aft
     let s = Server::start_with(|c| c.shutdown_delay = Duration::from_secs(3)).await;
     let (addr, admin) = (s.addr(), s.admin());
     let readyz = move || async move {
-        reqwest::get(format!("http://{admin}/readyz")).await.unwrap().status().as_u16()
+        reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     };
     assert_eq!(readyz().await, 200);
 
@@ -291,11 +373,25 @@ async fn graceful_drain_flips_readyz_and_answers_late_reviews_with_503_retry_aft
     running.shutdown();
     // Not ready at once; still answering new reviews during the shutdown delay.
     wait_until("/readyz to fail", async || readyz().await == 503).await;
-    let text = reqwest::get(format!("http://{admin}/readyz")).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("http://{admin}/readyz"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains("shutting down"), "{text}");
     let c = client_for(addr, &[&s.certs.ca_pem], |b| b.http1_only());
-    let r = c.post(format!("https://localhost:{}/mutate", addr.port())).body(body.clone()).send().await.unwrap();
-    assert_eq!(r.status(), 200, "reviews are still answered while endpoints catch up");
+    let r = c
+        .post(format!("https://localhost:{}/mutate", addr.port()))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "reviews are still answered while endpoints catch up"
+    );
 
     // Then the listener closes and the server drains: the in-flight request finishes with 503.
     wait_until("draining", async || state.draining.load(Ordering::SeqCst)).await;
@@ -314,5 +410,8 @@ async fn graceful_drain_flips_readyz_and_answers_late_reviews_with_503_retry_aft
     tokio::time::timeout(Duration::from_secs(30), running.wait())
         .await
         .expect("the server stops after draining");
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "listener closed");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed"
+    );
 }

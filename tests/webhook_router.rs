@@ -4,12 +4,12 @@
 mod webhook_support;
 
 use axum::body::Body;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use hotnic::allocator::{InMemoryAllocator, MacRange};
 use hotnic::policy::{Policy, PolicyConfig};
 use hotnic::webhook::metrics::Metrics;
 use hotnic::webhook::routes::{AppState, router};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,11 @@ fn state() -> Arc<AppState> {
     AppState::new(policy, Arc::new(Metrics::new()))
 }
 
-async fn call(state: &Arc<AppState>, path: &str, body: &Value) -> (StatusCode, http::HeaderMap, Value) {
+async fn call(
+    state: &Arc<AppState>,
+    path: &str,
+    body: &Value,
+) -> (StatusCode, http::HeaderMap, Value) {
     let req = Request::post(path)
         .header("content-type", "application/json")
         .body(Body::from(serde_json::to_vec(body).unwrap()))
@@ -32,27 +36,44 @@ async fn call(state: &Arc<AppState>, path: &str, body: &Value) -> (StatusCode, h
     let resp = router(state.clone(), 8 << 20).oneshot(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    (
+        parts.status,
+        parts.headers,
+        serde_json::from_slice(&bytes).unwrap(),
+    )
 }
 
 #[tokio::test]
 async fn dry_run_gets_the_same_answer_and_holds_nothing() {
     let s = state();
     let dry = fixture("005");
-    assert_eq!(dry["request"]["dryRun"], true, "fixture 005 is a server-side dry run");
+    assert_eq!(
+        dry["request"]["dryRun"], true,
+        "fixture 005 is a server-side dry run"
+    );
     let held = s.policy.allocator().held();
     let (status, _, first) = call(&s, "/mutate", &dry).await;
     assert_eq!(status, 200);
     let (_, patch) = check_answer("005", "/mutate", &dry, &first);
-    assert!(patch.is_some(), "the dry run still shows the MACs it would inject: {first}");
-    assert_eq!(s.policy.allocator().held(), held, "a dry run reserves nothing");
+    assert!(
+        patch.is_some(),
+        "the dry run still shows the MACs it would inject: {first}"
+    );
+    assert_eq!(
+        s.policy.allocator().held(),
+        held,
+        "a dry run reserves nothing"
+    );
 
     // The same review for real: same patch (the dry run did not move the allocator), now held.
     let mut real = dry.clone();
     real["request"]["dryRun"] = false.into();
     let (_, _, second) = call(&s, "/mutate", &real).await;
     assert_eq!(second["response"]["patch"], first["response"]["patch"]);
-    assert!(s.policy.allocator().held() > held, "the real request holds its MACs");
+    assert!(
+        s.policy.allocator().held() > held,
+        "the real request holds its MACs"
+    );
 }
 
 #[tokio::test]
@@ -65,7 +86,10 @@ async fn validate_never_patches_even_what_mutate_would() {
     let (status, _, validated) = call(&s, "/validate", &review).await;
     assert_eq!(status, 200);
     let (resp, patch) = check_answer("001 on /validate", "/validate", &review, &validated);
-    assert!(patch.is_none() && resp.get("patchType").is_none(), "{validated}");
+    assert!(
+        patch.is_none() && resp.get("patchType").is_none(),
+        "{validated}"
+    );
 }
 
 #[tokio::test]
@@ -83,7 +107,10 @@ async fn a_denial_has_the_kubernetes_status_shape() {
     let causes = st["details"]["causes"].as_array().unwrap();
     for c in causes {
         assert!(
-            st["message"].as_str().unwrap().contains(c["message"].as_str().unwrap()),
+            st["message"]
+                .as_str()
+                .unwrap()
+                .contains(c["message"].as_str().unwrap()),
             "the one-line message lists every cause: {st}"
         );
     }

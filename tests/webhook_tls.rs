@@ -10,7 +10,11 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webhook_support::*;
 
-async fn post(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (reqwest::StatusCode, reqwest::Version, Value) {
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> (reqwest::StatusCode, reqwest::Version, Value) {
     let r = c
         .post(url)
         .header("content-type", "application/json")
@@ -20,8 +24,15 @@ async fn post(c: &reqwest::Client, url: &str, body: Vec<u8>) -> (reqwest::Status
         .unwrap_or_else(|e| panic!("POST {url}: {e:?}"));
     let status = r.status();
     let version = r.version();
-    let ct = r.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
-    assert_eq!(ct.as_deref(), Some("application/json"), "{url}: JSON answer");
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(
+        ct.as_deref(),
+        Some("application/json"),
+        "{url}: JSON answer"
+    );
     let v = r.json().await.expect("JSON body");
     (status, version, v)
 }
@@ -56,8 +67,14 @@ async fn h2_via_alpn_and_both_tls_versions() {
     assert_eq!((status.as_u16(), version), (200, reqwest::Version::HTTP_2));
     check_answer(&name, endpoint_of(&name), &review, &answer);
     for (min, max) in [
-        (reqwest::tls::Version::TLS_1_2, reqwest::tls::Version::TLS_1_2),
-        (reqwest::tls::Version::TLS_1_3, reqwest::tls::Version::TLS_1_3),
+        (
+            reqwest::tls::Version::TLS_1_2,
+            reqwest::tls::Version::TLS_1_2,
+        ),
+        (
+            reqwest::tls::Version::TLS_1_3,
+            reqwest::tls::Version::TLS_1_3,
+        ),
     ] {
         let c = client_for(s.addr(), &[&s.certs.ca_pem], |b| {
             b.http1_only().min_tls_version(min).max_tls_version(max)
@@ -73,7 +90,12 @@ async fn a_client_trusting_another_ca_is_refused() {
     let s = Server::start().await;
     let other = generate();
     let c = client_for(s.addr(), &[&other.ca_pem], |b| b.http1_only());
-    let err = c.post(s.url("/mutate")).body("{}").send().await.unwrap_err();
+    let err = c
+        .post(s.url("/mutate"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap_err();
     assert!(err.is_connect(), "{err:?}");
 }
 
@@ -95,7 +117,9 @@ async fn denials_carry_causes_and_no_patch() {
             assert!(patch.is_none());
             let causes = resp["status"]["details"]["causes"].as_array().unwrap();
             assert!(
-                causes.iter().any(|c| c["field"].as_str().unwrap().contains("[1]")),
+                causes
+                    .iter()
+                    .any(|c| c["field"].as_str().unwrap().contains("[1]")),
                 "the cause points at the unnamed element: {causes:?}"
             );
             let msg = resp["status"]["message"].as_str().unwrap();
@@ -103,8 +127,16 @@ async fn denials_carry_causes_and_no_patch() {
         }
     }
     // The denial is counted by rule on /metrics.
-    let metrics = reqwest::get(s.admin_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"hotnic_webhook_denial_causes_total{rule="names"}"#), "{metrics}");
+    let metrics = reqwest::get(s.admin_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"hotnic_webhook_denial_causes_total{rule="names"}"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"endpoint="validate",kind="Pod",operation="CREATE",verdict="denied""#),
         "{metrics}"
@@ -125,13 +157,37 @@ async fn bodies_that_are_not_reviews_get_400_with_a_json_error() {
     let mut bad_op = good.clone();
     bad_op["request"]["operation"] = "EXPLODE".into();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("not JSON", b"{not json".to_vec(), "not a valid AdmissionReview"),
+        (
+            "not JSON",
+            b"{not json".to_vec(),
+            "not a valid AdmissionReview",
+        ),
         ("empty", Vec::new(), "not a valid AdmissionReview"),
-        ("JSON array", b"[1,2]".to_vec(), "not a valid AdmissionReview"),
-        ("wrong apiVersion", serde_json::to_vec(&wrong_version).unwrap(), "apiVersion"),
-        ("wrong kind", serde_json::to_vec(&wrong_kind).unwrap(), "kind"),
-        ("no request", serde_json::to_vec(&no_request).unwrap(), "no request"),
-        ("bad operation", serde_json::to_vec(&bad_op).unwrap(), "operation"),
+        (
+            "JSON array",
+            b"[1,2]".to_vec(),
+            "not a valid AdmissionReview",
+        ),
+        (
+            "wrong apiVersion",
+            serde_json::to_vec(&wrong_version).unwrap(),
+            "apiVersion",
+        ),
+        (
+            "wrong kind",
+            serde_json::to_vec(&wrong_kind).unwrap(),
+            "kind",
+        ),
+        (
+            "no request",
+            serde_json::to_vec(&no_request).unwrap(),
+            "no request",
+        ),
+        (
+            "bad operation",
+            serde_json::to_vec(&bad_op).unwrap(),
+            "operation",
+        ),
     ];
     for endpoint in ["/mutate", "/validate"] {
         for (what, body, needle) in &cases {
@@ -181,22 +237,35 @@ async fn unknown_paths_and_methods() {
 async fn curl_posts_a_fixture() {
     let s = Server::start().await;
     let ca = s.dir.path().join("ca.crt");
-    let (name, _, review) = fixtures().into_iter().find(|(n, _, _)| n.starts_with("015")).unwrap();
+    let (name, _, review) = fixtures()
+        .into_iter()
+        .find(|(n, _, _)| n.starts_with("015"))
+        .unwrap();
     let file = fixtures_dir().join(&name);
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--fail-with-body", "--http1.1", "--cacert"])
         .arg(&ca)
-        .args(["--resolve", &format!("localhost:{}:127.0.0.1", s.addr().port())])
+        .args([
+            "--resolve",
+            &format!("localhost:{}:127.0.0.1", s.addr().port()),
+        ])
         .args(["-H", "Content-Type: application/json", "--data-binary"])
         .arg(format!("@{}", file.display()))
         .arg(s.url("/mutate?timeout=10s"))
         .output()
         .await
         .expect("curl is installed (apt package curl; .ci/run installs it)");
-    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (_, patch) = check_answer(&name, "/mutate", &review, &answer);
-    assert!(patch.is_some(), "a KubeVirt VM without MACs gets a patch: {answer}");
+    assert!(
+        patch.is_some(),
+        "a KubeVirt VM without MACs gets a patch: {answer}"
+    );
 }
 
 #[tokio::test]
@@ -209,14 +278,22 @@ async fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving()
         .body("{}")
         .send()
         .await;
-    assert!(err.is_err(), "plain HTTP must not get an HTTP answer: {err:?}");
+    assert!(
+        err.is_err(),
+        "plain HTTP must not get an HTTP answer: {err:?}"
+    );
     // Raw bytes: the server answers with a TLS alert (or nothing) and closes; never HTTP.
     let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
-    tcp.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    tcp.write_all(b"POST /mutate HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the server closes the connection");
-    assert!(!buf.starts_with(b"HTTP/"), "no HTTP over the TLS port: {buf:?}");
+    assert!(
+        !buf.starts_with(b"HTTP/"),
+        "no HTTP over the TLS port: {buf:?}"
+    );
     // Still serving.
     let (name, raw, review) = fixtures().into_iter().next().unwrap();
     let (status, _, answer) = post(&s.client(), &s.url(endpoint_of(&name)), raw).await;
@@ -242,11 +319,16 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = connector.connect(name, tcp).await.expect("TLS handshake");
     // Half a request line, then nothing.
-    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: loc").await.unwrap();
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: loc")
+        .await
+        .unwrap();
     tls.flush().await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the server must close a connection whose headers never finish");
+    assert!(
+        read.is_ok(),
+        "the server must close a connection whose headers never finish"
+    );
     let text = String::from_utf8_lossy(&buf);
     assert!(!text.contains("200 OK"), "{text}");
     // Others are unaffected.
@@ -259,8 +341,14 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
 async fn metrics_and_readiness_on_the_admin_listener() {
     let s = Server::start().await;
     let c = s.client();
-    assert_eq!(reqwest::get(s.admin_url("/livez")).await.unwrap().status(), 200);
-    assert_eq!(reqwest::get(s.admin_url("/readyz")).await.unwrap().status(), 200);
+    assert_eq!(
+        reqwest::get(s.admin_url("/livez")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        reqwest::get(s.admin_url("/readyz")).await.unwrap().status(),
+        200
+    );
     for (name, raw, _) in fixtures() {
         post(&c, &s.url(endpoint_of(&name)), raw).await;
     }
@@ -289,5 +377,8 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         .as_secs_f64();
     let not_after = gauge("hotnic_webhook_certificate_not_after_seconds");
     assert!(not_after > now + 300.0 * 86_400.0, "{not_after}");
-    assert!(gauge("hotnic_webhook_macs_allocated") >= 1.0, "the mutations held MACs");
+    assert!(
+        gauge("hotnic_webhook_macs_allocated") >= 1.0,
+        "the mutations held MACs"
+    );
 }
