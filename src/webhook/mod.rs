@@ -273,3 +273,63 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: WebhookArgs,
+    }
+
+    fn resolve(argv: &[&str]) -> Result<Config> {
+        let cli = Cli::try_parse_from(std::iter::once("webhook").chain(argv.iter().copied()))?;
+        Config::from_args(&cli.args)
+    }
+
+    #[test]
+    fn dev_changes_only_the_defaults_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let certs = certs.to_str().unwrap();
+        let c = resolve(&["--dev", "--dev-certs-dir", certs]).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(c.tls_cert.starts_with(certs) && c.tls_cert.exists());
+        let c = resolve(&[
+            "--dev",
+            "--dev-certs-dir",
+            certs,
+            "--listen",
+            "127.0.0.1:9443",
+            "--default-capacity",
+            "8",
+        ])
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(c.admin_listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.policy.default_capacity, 8);
+        let c = resolve(&["--tls-cert", "a.crt", "--tls-key", "a.key"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(c.admin_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.max_body_bytes, 8 << 20);
+        assert_eq!(c.mac_range, MacRange::default_range());
+    }
+
+    #[test]
+    fn bad_flags_are_refused() {
+        for argv in [
+            &["--tls-cert", "a.crt"][..],
+            &["--mac-range", "nonsense", "--dev"],
+            &["--default-capacity", "33", "--dev"],
+            &["--drain-timeout", "soon", "--dev"],
+            &["--log-format", "xml", "--dev"],
+            &[],
+        ] {
+            assert!(resolve(argv).is_err(), "{argv:?}");
+        }
+    }
+}

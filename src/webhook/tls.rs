@@ -25,6 +25,29 @@ pub struct CertInfo {
     pub ips: Vec<String>,
 }
 
+impl CertInfo {
+    /// What is worth warning about at Unix time `now`: expiry within 30 days (or past), no DNS
+    /// or IP SAN.
+    pub fn warnings(&self, now: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.not_after < now {
+            out.push("serving certificate has expired".to_string());
+        } else if self.not_after < now + 30 * 86_400 {
+            out.push(format!(
+                "serving certificate expires within 30 days ({} days left)",
+                (self.not_after - now) / 86_400
+            ));
+        }
+        if self.dns.is_empty() && self.ips.is_empty() {
+            out.push(
+                "serving certificate has no DNS or IP SAN; the API server will reject it"
+                    .to_string(),
+            );
+        }
+        out
+    }
+}
+
 /// Reads the first certificate of a PEM bundle with x509-parser.
 pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo> {
     let der = CertificateDer::pem_slice_iter(cert_pem)
@@ -92,11 +115,8 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded> {
         .keys_match()
         .map_err(|e| anyhow!("the private key does not match the certificate ({e})"))?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    if info.not_after < now + 30 * 86_400 {
-        tracing::warn!(subject = %info.subject, not_after = info.not_after, "serving certificate expires within 30 days");
-    }
-    if info.dns.is_empty() && info.ips.is_empty() {
-        tracing::warn!(subject = %info.subject, "serving certificate has no DNS or IP SAN; the API server will reject it");
+    for warning in info.warnings(now) {
+        tracing::warn!(subject = %info.subject, not_after = info.not_after, "{warning}");
     }
     Ok(Loaded {
         key: Arc::new(certified),
@@ -216,4 +236,58 @@ pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>> {
     cfg.send_tls13_tickets = 0;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn warns_on_near_expiry_and_missing_sans() {
+        let ca = crate::certs::Ca::new(365).unwrap();
+        let (long, _) = ca.issue(&["a.b.svc".into()], &[], 365).unwrap();
+        let info = inspect(long.as_bytes()).unwrap();
+        assert_eq!(info.dns, ["a.b.svc"]);
+        assert!(
+            info.warnings(now()).is_empty(),
+            "{:?}",
+            info.warnings(now())
+        );
+        let (short, _) = ca.issue(&[], &["10.1.2.3".parse().unwrap()], 10).unwrap();
+        let info = inspect(short.as_bytes()).unwrap();
+        assert_eq!(info.ips, ["10.1.2.3"]);
+        let w = info.warnings(now());
+        assert!(w.len() == 1 && w[0].contains("within 30 days"), "{w:?}");
+        assert!(info.warnings(info.not_after + 1)[0].contains("expired"));
+
+        // No SAN at all (rcgen directly; `hotnic certs` refuses to make one).
+        let key = rcgen::KeyPair::generate().unwrap();
+        let bare = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
+        let info = inspect(bare.pem().as_bytes()).unwrap();
+        assert!(
+            info.warnings(now())
+                .iter()
+                .any(|w| w.contains("no DNS or IP SAN"))
+        );
+        // Still loadable (a warning, not a refusal), with its own key.
+        assert!(load_pair(bare.pem().as_bytes(), key.serialize_pem().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn refuses_mismatched_keys_and_garbage() {
+        let g = crate::certs::generate(&["localhost".into()], &[], 30).unwrap();
+        let other = crate::certs::generate(&["localhost".into()], &[], 30).unwrap();
+        assert!(load_pair(g.cert_pem.as_bytes(), g.key_pem.as_bytes()).is_ok());
+        let e = load_pair(g.cert_pem.as_bytes(), other.key_pem.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        assert!(load_pair(b"", g.key_pem.as_bytes()).is_err());
+        assert!(load_pair(g.cert_pem.as_bytes(), b"junk").is_err());
+        assert!(load_pair(g.key_pem.as_bytes(), g.key_pem.as_bytes()).is_err());
+    }
 }
