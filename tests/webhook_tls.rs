@@ -301,6 +301,35 @@ async fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving()
     check_answer(&name, endpoint_of(&name), &review, &answer);
 }
 
+async fn tls_http11(s: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(s.certs.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(hotnic::webhook::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed() {
+    let s = Server::start_with(|c| c.limits.idle_timeout = Duration::from_millis(500)).await;
+    let mut tls = tls_http11(&s).await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "an idle connection must not be held open forever"
+    );
+}
+
 #[tokio::test]
 async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     let s = Server::start_with(|c| c.limits.header_read_timeout = Duration::from_millis(500)).await;

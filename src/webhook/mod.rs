@@ -1,6 +1,7 @@
 //! `hotnic webhook`: the TLS admission server the kube-apiserver calls, and its admin listener.
 
 pub mod admin;
+pub mod idle;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
@@ -63,6 +64,10 @@ pub struct WebhookArgs {
     /// Time a client gets to send request headers (slow clients are cut off).
     #[arg(long, env = "HOTNIC_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// A connection with no traffic for this long is closed (the API server drops idle
+    /// connections after 90 s).
+    #[arg(long, env = "HOTNIC_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "HOTNIC_CERT_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub cert_reload_interval: Duration,
@@ -128,6 +133,7 @@ impl Config {
             max_body_bytes: a.max_body_bytes,
             limits: ConnLimits {
                 header_read_timeout: a.header_read_timeout,
+                idle_timeout: a.idle_timeout,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: a.drain_timeout,
             },

@@ -1,5 +1,6 @@
 //! The TLS listener: accept, handshake (bounded), serve HTTP/1.1 or HTTP/2, drain on shutdown.
 
+use super::idle::{Activity, Tracked, idle};
 use super::routes::AppState;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +20,9 @@ use tokio_rustls::TlsAcceptor;
 pub struct ConnLimits {
     /// Time a client gets to send a request's headers (slow clients are cut off).
     pub header_read_timeout: Duration,
+    /// A connection with no I/O for this long is closed (idle keep-alives, clients that never
+    /// send a request).
+    pub idle_timeout: Duration,
     /// Time a client gets to finish the TLS handshake.
     pub handshake_timeout: Duration,
     /// How long in-flight reviews may take to finish on shutdown.
@@ -75,9 +79,18 @@ pub async fn serve_tls(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let activity = Activity::new();
+                    let io = TokioIo::new(Tracked::new(stream, activity.clone()));
+                    let conn = watcher.watch(builder.serve_connection(io, service).into_owned());
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        },
+                        // Dropping the connection closes it; no review is ever this long
+                        // without I/O (the policy runs inline in microseconds).
+                        () = idle(&activity, limits.idle_timeout) => {
+                            tracing::debug!(%peer, "closing an idle connection");
+                        }
                     }
                 });
             }

@@ -85,6 +85,7 @@ pub fn config(cert: &Path, key: &Path) -> Config {
         max_body_bytes: 8 << 20,
         limits: ConnLimits {
             header_read_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         },
