@@ -319,6 +319,22 @@ async fn tls_http11(s: &Server) -> tokio_rustls::client::TlsStream<tokio::net::T
 }
 
 #[tokio::test]
+async fn a_body_that_trickles_in_gets_408() {
+    let s = Server::start_with(|c| c.limits.request_timeout = Duration::from_millis(500)).await;
+    let mut tls = tls_http11(&s).await;
+    tls.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"apiVersion\"")
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server answers and closes");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#"{"error":"#), "{text}");
+}
+
+#[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_closed() {
     let s = Server::start_with(|c| c.limits.idle_timeout = Duration::from_millis(500)).await;
     let mut tls = tls_http11(&s).await;

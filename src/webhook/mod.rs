@@ -64,6 +64,10 @@ pub struct WebhookArgs {
     /// Time a client gets to send request headers (slow clients are cut off).
     #[arg(long, env = "HOTNIC_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// Time a request, body included, may take to arrive and be answered (408 after; the API
+    /// server waits at most 30 s).
+    #[arg(long, env = "HOTNIC_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// A connection with no traffic for this long is closed (the API server drops idle
     /// connections after 90 s).
     #[arg(long, env = "HOTNIC_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
@@ -134,6 +138,7 @@ impl Config {
             limits: ConnLimits {
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
+                request_timeout: a.request_timeout,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: a.drain_timeout,
             },
@@ -211,7 +216,10 @@ pub async fn start(cfg: Config) -> Result<Running> {
     });
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let app = routes::router(state.clone(), cfg.max_body_bytes);
+    let app = routes::with_request_timeout(
+        routes::router(state.clone(), cfg.max_body_bytes),
+        cfg.limits.request_timeout,
+    );
     let shutdown = {
         let state = state.clone();
         let delay = cfg.shutdown_delay;

@@ -41,6 +41,22 @@ impl AppState {
     }
 }
 
+/// Answers 408 (JSON error) when a request, body included, is not handled within `limit`:
+/// hyper's header timeout does not cover a body that trickles in.
+pub fn with_request_timeout(app: Router, limit: std::time::Duration) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(limit, next.run(req)).await {
+                Ok(r) => r,
+                Err(_) => error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request was not received in time",
+                ),
+            }
+        },
+    ))
+}
+
 /// The admission router; `max_body` bytes at most per review (413 above).
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     Router::new()

@@ -23,6 +23,8 @@ pub struct ConnLimits {
     /// A connection with no I/O for this long is closed (idle keep-alives, clients that never
     /// send a request).
     pub idle_timeout: Duration,
+    /// Time a request (headers and body) may take to arrive and be answered (408 after).
+    pub request_timeout: Duration,
     /// Time a client gets to finish the TLS handshake.
     pub handshake_timeout: Duration,
     /// How long in-flight reviews may take to finish on shutdown.
