@@ -143,3 +143,101 @@ async fn operations_hotnic_does_not_judge_are_allowed_untouched() {
         assert!(patch.is_none());
     }
 }
+
+/// An in-memory allocator whose readiness the test controls (a cluster-wide allocator is not
+/// ready until it has synced).
+struct Gated {
+    inner: InMemoryAllocator,
+    ready: std::sync::atomic::AtomicBool,
+}
+
+impl hotnic::allocator::MacAllocator for Gated {
+    fn range(&self) -> MacRange {
+        self.inner.range()
+    }
+    fn allocate(
+        &self,
+        owner: &hotnic::allocator::Owner,
+        taken: &dyn Fn(hotnic::model::Mac) -> bool,
+        dry_run: bool,
+    ) -> Result<hotnic::model::Mac, hotnic::allocator::AllocError> {
+        self.inner.allocate(owner, taken, dry_run)
+    }
+    fn claim(
+        &self,
+        owner: &hotnic::allocator::Owner,
+        mac: hotnic::model::Mac,
+        dry_run: bool,
+    ) -> Result<(), hotnic::allocator::Conflict> {
+        self.inner.claim(owner, mac, dry_run)
+    }
+    fn release(&self, owner: &hotnic::allocator::Owner, mac: hotnic::model::Mac, dry_run: bool) {
+        self.inner.release(owner, mac, dry_run)
+    }
+    fn held_by_other(
+        &self,
+        owner: &hotnic::allocator::Owner,
+        mac: hotnic::model::Mac,
+    ) -> Option<hotnic::allocator::Owner> {
+        self.inner.held_by_other(owner, mac)
+    }
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+    fn held(&self) -> usize {
+        self.inner.held()
+    }
+}
+
+#[tokio::test]
+async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
+    let gated = Arc::new(Gated {
+        inner: InMemoryAllocator::new(MacRange::default_range()),
+        ready: false.into(),
+    });
+    let s = AppState::new(
+        Policy::new(PolicyConfig::default(), gated.clone()),
+        Arc::new(Metrics::new()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    hotnic::certs::write(dir.path(), &generate()).unwrap();
+    let store = Arc::new(
+        hotnic::webhook::tls::CertStore::open(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+        )
+        .unwrap(),
+    );
+    let readyz = async |certs: Option<Arc<hotnic::webhook::tls::CertStore>>| {
+        let resp = hotnic::webhook::admin::router(s.clone(), certs)
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&text).into_owned())
+    };
+    let (code, text) = readyz(None).await;
+    assert_eq!(code, 503);
+    assert!(
+        text.contains("certificates not loaded") && text.contains("allocator"),
+        "{text}"
+    );
+    let (code, text) = readyz(Some(store.clone())).await;
+    assert_eq!((code, text.contains("allocator")), (503, true), "{text}");
+    gated.ready.store(true, Ordering::SeqCst);
+    assert_eq!(readyz(Some(store.clone())).await.0, 200);
+    s.stopping.store(true, Ordering::SeqCst);
+    let (code, text) = readyz(Some(store.clone())).await;
+    assert_eq!(
+        (code, text.contains("shutting down")),
+        (503, true),
+        "{text}"
+    );
+    // /livez stays up through all of it.
+    let live = hotnic::webhook::admin::router(s.clone(), Some(store))
+        .oneshot(Request::get("/livez").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+}

@@ -220,6 +220,30 @@ async fn oversized_bodies_get_413_and_a_big_review_under_the_limit_passes() {
     let (status, _, v) = post(&c, &s.url("/mutate"), serde_json::to_vec(&review).unwrap()).await;
     assert_eq!(status, 413, "{v}");
     assert!(v["error"].is_string(), "{v}");
+
+    // Chunked (no Content-Length): the limit applies while streaming. Read while writing: the
+    // server may answer 413 and close before taking the whole body.
+    let (mut rd, mut wr) = tokio::io::split(tls_http11(&s).await);
+    let head = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let writer = tokio::spawn(async move {
+        wr.write_all(head).await?;
+        let chunk = vec![b' '; 64 << 10];
+        for _ in 0..40 {
+            wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            wr.write_all(&chunk).await?;
+            wr.write_all(b"\r\n").await?;
+        }
+        wr.write_all(b"0\r\n\r\n").await?;
+        wr.flush().await
+    });
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), rd.read_to_end(&mut buf))
+        .await
+        .expect("answered and closed in time");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    writer.abort();
 }
 
 #[tokio::test]
