@@ -121,12 +121,14 @@ fn certs_refuses_bad_input() {
     }
 }
 
-/// Starts `hotnic webhook` with `args` in `cwd`; returns the child and the TLS and admin
-/// addresses from its JSON "serving" log line.
+type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Starts `hotnic webhook` with `args` in `cwd`; returns the child, the TLS and admin addresses
+/// from its JSON "serving" log line, and the log lines that follow (collected as they come).
 fn start_webhook(
     cwd: &std::path::Path,
     args: &[&str],
-) -> (Guard, std::net::SocketAddr, std::net::SocketAddr) {
+) -> (Guard, std::net::SocketAddr, std::net::SocketAddr, Logs) {
     let mut child = Guard(
         Command::new(BIN)
             .arg("webhook")
@@ -159,8 +161,14 @@ fn start_webhook(
             let addr = v["addr"].as_str().unwrap().parse().unwrap();
             let admin = v["admin_addr"].as_str().unwrap().parse().unwrap();
             // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (child, addr, admin);
+            let logs = Logs::default();
+            let sink = logs.clone();
+            std::thread::spawn(move || {
+                while let Ok(line) = rx.recv() {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            return (child, addr, admin, logs);
         }
         seen.push(line);
     }
@@ -200,7 +208,7 @@ fn webhook_dev_creates_then_reuses_certs_serves_and_stops_on_sigterm() {
         "--shutdown-delay",
         "0s",
     ];
-    let (child, addr, admin) = start_webhook(cwd.path(), &args);
+    let (child, addr, admin, logs) = start_webhook(cwd.path(), &args);
     assert!(addr.ip().is_loopback() && admin.ip().is_loopback());
     let ca =
         std::fs::read_to_string(cwd.path().join("certs/ca.crt")).expect("--dev wrote certs/ca.crt");
@@ -228,9 +236,55 @@ fn webhook_dev_creates_then_reuses_certs_serves_and_stops_on_sigterm() {
     });
     let status = sigterm_and_wait(child);
     assert!(status.success(), "{status:?}");
+    // One JSON line per review, its span carrying the review's identity and verdict; no object
+    // content at info level.
+    // The child has exited; wait for its last lines to pass through the reader threads.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("hotnic webhook stopped"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no 'stopped' line: {:#?}",
+            logs.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let logs = logs.lock().unwrap().clone();
+    let (_, _, first) = fixtures().into_iter().next().unwrap();
+    let uid = first["request"]["uid"].as_str().unwrap();
+    let line = logs
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["message"] == "review answered" && v["span"]["uid"] == uid)
+        .unwrap_or_else(|| panic!("no review line for {uid} in {logs:#?}"));
+    let span = &line["span"];
+    for field in [
+        "endpoint",
+        "kind",
+        "namespace",
+        "object_name",
+        "operation",
+        "dry_run",
+        "verdict",
+        "latency_us",
+    ] {
+        assert!(!span[field].is_null(), "span lacks {field}: {line}");
+    }
+    let image = first["request"]["object"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap();
+    assert!(
+        !logs.iter().any(|l| l.contains(image)),
+        "an object was logged"
+    );
+    assert!(logs.iter().any(|l| l.contains("SIGTERM")), "{logs:#?}");
 
     // Second start: the same certificates are reused.
-    let (child, _, _) = start_webhook(cwd.path(), &args);
+    let (child, _, _, _) = start_webhook(cwd.path(), &args);
     assert_eq!(
         std::fs::read_to_string(cwd.path().join("certs/ca.crt")).unwrap(),
         ca

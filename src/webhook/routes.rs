@@ -144,7 +144,7 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         endpoint,
         kind = %review.kind.kind,
         namespace = %review.namespace,
-        name = %review.name,
+        object_name = %review.name,
         operation = review.operation.as_str(),
         dry_run = review.dry_run,
         verdict = tracing::field::Empty,
