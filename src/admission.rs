@@ -196,3 +196,109 @@ pub fn response(uid: &str, phase: Phase, outcome: &Outcome) -> Value {
     }
     json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": resp})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Cause;
+    use crate::policy::Denial;
+
+    fn patch() -> json_patch::Patch {
+        serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))
+            .unwrap()
+    }
+
+    #[test]
+    fn patch_only_on_mutate_and_only_when_non_empty() {
+        let allowed = Outcome::Allowed {
+            patch: patch(),
+            warnings: vec!["w1".into()],
+        };
+        let m = response("u1", Phase::Mutate, &allowed);
+        assert_eq!(m["apiVersion"], API_VERSION);
+        assert_eq!(m["kind"], "AdmissionReview");
+        assert_eq!(m["response"]["uid"], "u1");
+        assert_eq!(m["response"]["patchType"], "JSONPatch");
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(m["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            serde_json::from_slice::<json_patch::Patch>(&bytes).unwrap(),
+            patch()
+        );
+        assert_eq!(m["response"]["warnings"], json!(["w1"]));
+        let v = response("u1", Phase::Validate, &allowed);
+        assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none());
+        let empty = Outcome::Allowed {
+            patch: json_patch::Patch(Vec::new()),
+            warnings: vec![],
+        };
+        let e = response("u2", Phase::Mutate, &empty);
+        assert_eq!(e["response"], json!({"uid": "u2", "allowed": true}));
+    }
+
+    #[test]
+    fn denials_carry_status_and_causes() {
+        let denial = Denial {
+            code: 422,
+            causes: vec![
+                Cause {
+                    field: "a.b".into(),
+                    message: "bad".into(),
+                    rule: Rule::Malformed,
+                },
+                Cause {
+                    field: "c".into(),
+                    message: "worse".into(),
+                    rule: Rule::Names,
+                },
+            ],
+            warnings: vec!["careful".into()],
+        };
+        let r = response("u3", Phase::Mutate, &Outcome::Denied(denial));
+        let resp = &r["response"];
+        assert_eq!(resp["allowed"], false);
+        assert!(resp.get("patch").is_none());
+        assert_eq!(resp["status"]["code"], 422);
+        assert_eq!(resp["status"]["reason"], "Invalid");
+        assert_eq!(resp["status"]["message"], "hotnic: a.b: bad; c: worse");
+        assert_eq!(
+            resp["status"]["details"]["causes"],
+            json!([
+                {"field": "a.b", "message": "bad", "reason": "FieldValueInvalid"},
+                {"field": "c", "message": "worse", "reason": "FieldValueForbidden"}
+            ])
+        );
+        assert_eq!(resp["warnings"], json!(["careful"]));
+    }
+
+    #[test]
+    fn parse_checks_the_envelope() {
+        let ok = json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "request": {
+            "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "ns",
+            "operation": "CREATE", "object": {"kind": "Pod"}}});
+        let r = Review::parse(ok.to_string().as_bytes()).unwrap();
+        let req = r.as_request();
+        assert_eq!(
+            (req.kind, req.namespace, req.name, req.dry_run),
+            ("Pod", "ns", None, false)
+        );
+        assert!(req.old_object.is_none());
+        let bad = |edit: &dyn Fn(&mut Value)| {
+            let mut v = ok.clone();
+            edit(&mut v);
+            Review::parse(v.to_string().as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            bad(&|v| v["apiVersion"] = json!("admission.k8s.io/v1beta1")).contains("apiVersion")
+        );
+        assert!(bad(&|v| v["kind"] = json!("Nope")).contains("kind"));
+        assert!(bad(&|v| v["request"] = Value::Null).contains("no request"));
+        assert!(bad(&|v| v["request"]["uid"] = json!("")).contains("uid"));
+        assert!(bad(&|v| v["request"]["operation"] = json!("PATCH")).contains("operation"));
+        assert!(bad(&|v| v["request"]["uid"] = json!(7)).contains("not a valid AdmissionReview"));
+        assert!(Review::parse(b"").is_err());
+    }
+}
