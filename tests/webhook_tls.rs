@@ -359,6 +359,16 @@ async fn a_body_that_trickles_in_gets_408() {
 }
 
 #[tokio::test]
+async fn a_client_that_never_starts_tls_is_cut_off_by_the_handshake_timeout() {
+    let s = Server::start_with(|c| c.limits.handshake_timeout = Duration::from_millis(500)).await;
+    let mut tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "a silent TCP client must be disconnected");
+    assert!(buf.is_empty(), "{buf:?}");
+}
+
+#[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_closed() {
     let s = Server::start_with(|c| c.limits.idle_timeout = Duration::from_millis(500)).await;
     let mut tls = tls_http11(&s).await;
