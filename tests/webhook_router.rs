@@ -241,3 +241,22 @@ async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
         .unwrap();
     assert_eq!(live.status(), 200);
 }
+
+#[tokio::test]
+async fn unknown_kinds_share_one_metric_label() {
+    let s = state();
+    for (i, kind) in ["Zebra", "Yak", "Pod"].iter().enumerate() {
+        let mut r = fixture("002");
+        r["request"]["uid"] = format!("k{i}").into();
+        r["request"]["kind"]["kind"] = (*kind).into();
+        let (status, _, answer) = call(&s, "/validate", &r).await;
+        assert_eq!(status, 200);
+        assert_eq!(answer["response"]["uid"], format!("k{i}"));
+    }
+    let text = s.metrics.encode();
+    assert!(
+        text.contains(r#"kind="other",operation="CREATE",verdict="allowed"} 2"#),
+        "{text}"
+    );
+    assert!(!text.contains("Zebra") && !text.contains("Yak"), "{text}");
+}

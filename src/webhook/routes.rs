@@ -103,6 +103,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The `kind` metric label: the kinds hotnic reads, else `other`, so that a client cannot grow
+/// the label set without bound.
+fn kind_label(kind: &str) -> &'static str {
+    match kind {
+        "Pod" => "Pod",
+        "VirtualMachine" => "VirtualMachine",
+        "VirtualMachineInstance" => "VirtualMachineInstance",
+        _ => "other",
+    }
+}
+
 fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
     let metrics = &s.metrics;
     let endpoint = phase.as_str();
@@ -169,7 +180,7 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint,
-            kind: review.kind.kind.clone(),
+            kind: kind_label(&review.kind.kind).into(),
             operation: review.operation.as_str(),
             verdict,
         })
