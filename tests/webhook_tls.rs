@@ -369,6 +369,41 @@ async fn a_client_that_never_starts_tls_is_cut_off_by_the_handshake_timeout() {
 }
 
 #[tokio::test]
+async fn connections_over_the_cap_wait_until_one_ends() {
+    let s = Server::start_with(|c| c.limits.max_connections = 2).await;
+    let first = tls_http11(&s).await;
+    let _second = tls_http11(&s).await;
+    // The third one is not accepted while two are open...
+    let third = tokio::spawn({
+        let (addr, ca) = (s.addr(), s.certs.ca_pem.clone());
+        async move {
+            let c = client_for(addr, &[&ca], |b| b.http1_only());
+            c.post(format!("https://localhost:{}/mutate", addr.port()))
+                .body(
+                    std::fs::read(fixtures_dir().join("001-mutate-create-pod-web-multus.json"))
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past the cap of 2"
+    );
+    // ...and is served once one closes.
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(30), third)
+        .await
+        .expect("served after a connection closed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
 async fn a_connection_that_never_sends_a_request_is_closed() {
     let s = Server::start_with(|c| c.limits.idle_timeout = Duration::from_millis(500)).await;
     let mut tls = tls_http11(&s).await;

@@ -68,6 +68,9 @@ pub struct WebhookArgs {
     /// server waits at most 30 s).
     #[arg(long, env = "HOTNIC_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Most TLS connections open at once; more wait in the kernel's accept queue.
+    #[arg(long, env = "HOTNIC_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// A connection with no traffic for this long is closed (the API server drops idle
     /// connections after 90 s).
     #[arg(long, env = "HOTNIC_IDLE_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
@@ -139,6 +142,7 @@ impl Config {
                 header_read_timeout: a.header_read_timeout,
                 idle_timeout: a.idle_timeout,
                 request_timeout: a.request_timeout,
+                max_connections: a.max_connections as usize,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: a.drain_timeout,
             },

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 /// Connection-level limits.
@@ -25,6 +26,8 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Time a request (headers and body) may take to arrive and be answered (408 after).
     pub request_timeout: Duration,
+    /// Most connections open at once (handshaking included).
+    pub max_connections: usize,
     /// Time a client gets to finish the TLS handshake.
     pub handshake_timeout: Duration,
     /// How long in-flight reviews may take to finish on shutdown.
@@ -52,7 +55,17 @@ pub async fn serve_tls(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the connection cap, stop accepting (the kernel backlog holds newcomers) until a
+        // connection ends.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (tcp, peer) = match accepted {
@@ -70,6 +83,7 @@ pub async fn serve_tls(
                 let service = TowerToHyperService::new(app.clone());
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
+                    let _permit = permit;
                     let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {

@@ -87,6 +87,7 @@ pub fn config(cert: &Path, key: &Path) -> Config {
             header_read_timeout: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(10),
         },
