@@ -258,38 +258,35 @@ async fn unknown_paths_and_methods() {
 }
 
 #[tokio::test]
-async fn curl_posts_a_fixture() {
+async fn curl_posts_every_fixture() {
     let s = Server::start().await;
     let ca = s.dir.path().join("ca.crt");
-    let (name, _, review) = fixtures()
-        .into_iter()
-        .find(|(n, _, _)| n.starts_with("015"))
-        .unwrap();
-    let file = fixtures_dir().join(&name);
-    let out = tokio::process::Command::new("curl")
-        .args(["-sS", "--fail-with-body", "--http1.1", "--cacert"])
-        .arg(&ca)
-        .args([
-            "--resolve",
-            &format!("localhost:{}:127.0.0.1", s.addr().port()),
-        ])
-        .args(["-H", "Content-Type: application/json", "--data-binary"])
-        .arg(format!("@{}", file.display()))
-        .arg(s.url("/mutate?timeout=10s"))
-        .output()
-        .await
-        .expect("curl is installed (apt package curl; .ci/run installs it)");
-    assert!(
-        out.status.success(),
-        "curl: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (_, patch) = check_answer(&name, "/mutate", &review, &answer);
-    assert!(
-        patch.is_some(),
-        "a KubeVirt VM without MACs gets a patch: {answer}"
-    );
+    let mut patched = 0;
+    for (name, _, review) in fixtures() {
+        let endpoint = endpoint_of(&name);
+        let out = tokio::process::Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--http1.1", "--cacert"])
+            .arg(&ca)
+            .args([
+                "--resolve",
+                &format!("localhost:{}:127.0.0.1", s.addr().port()),
+            ])
+            .args(["-H", "Content-Type: application/json", "--data-binary"])
+            .arg(format!("@{}", fixtures_dir().join(&name).display()))
+            .arg(s.url(&format!("{endpoint}?timeout=10s")))
+            .output()
+            .await
+            .expect("curl is installed (apt package curl; .ci/run installs it)");
+        assert!(
+            out.status.success(),
+            "curl {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (_, patch) = check_answer(&name, endpoint, &review, &answer);
+        patched += usize::from(patch.is_some());
+    }
+    assert!(patched >= 3, "{patched}");
 }
 
 #[tokio::test]
