@@ -493,3 +493,26 @@ async fn metrics_and_readiness_on_the_admin_listener() {
         "the mutations held MACs"
     );
 }
+
+#[tokio::test]
+async fn the_admin_listener_cuts_off_slow_and_idle_clients_too() {
+    let s = Server::start_with(|c| {
+        c.limits.header_read_timeout = Duration::from_millis(500);
+        c.limits.idle_timeout = Duration::from_millis(500);
+    })
+    .await;
+    for partial in [&b"GET /readyz HTTP/1.1\r\nHo"[..], b""] {
+        let mut tcp = tokio::net::TcpStream::connect(s.admin()).await.unwrap();
+        tcp.write_all(partial).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut buf)).await;
+        assert!(
+            read.is_ok(),
+            "admin connection after {partial:?} was never closed"
+        );
+    }
+    assert_eq!(
+        reqwest::get(s.admin_url("/readyz")).await.unwrap().status(),
+        200
+    );
+}

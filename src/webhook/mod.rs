@@ -210,14 +210,9 @@ pub async fn start(cfg: Config) -> Result<Running> {
     }));
     let (admin_stop_tx, admin_stop_rx) = oneshot::channel::<()>();
     let admin_app = admin::router(state.clone(), Some(store));
-    let admin_task = tokio::spawn(async move {
-        let serve = axum::serve(admin, admin_app).with_graceful_shutdown(async {
-            let _ = admin_stop_rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::warn!(error = %e, "admin listener failed");
-        }
-    });
+    let admin_task = tokio::spawn(serve::serve_plain(admin, admin_app, cfg.limits, async {
+        let _ = admin_stop_rx.await;
+    }));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let app = routes::with_request_timeout(

@@ -121,3 +121,61 @@ pub async fn serve_tls(
         Err(_) => tracing::warn!("drain timeout reached; closing the remaining connections"),
     }
 }
+
+/// Most connections the admin listener keeps open (probes and scrapers are few).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Serves `app` over plain HTTP/1.1 on `listener` (the admin endpoints) until `shutdown`
+/// resolves, with the same header-read and idle timeouts as the TLS listener and a small
+/// connection cap; open connections are simply dropped at the end.
+pub async fn serve_plain(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let activity = Activity::new();
+            let io = TokioIo::new(Tracked::new(tcp, activity.clone()));
+            tokio::select! {
+                r = builder.serve_connection(io, service) => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+                },
+                () = idle(&activity, limits.idle_timeout) => {}
+            }
+        });
+        // Reap finished connection tasks so the set does not grow.
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
