@@ -392,6 +392,11 @@ async fn graceful_drain_flips_readyz_and_answers_late_reviews_with_503_retry_aft
         200,
         "reviews are still answered while endpoints catch up"
     );
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "keep-alive connections are retired while stopping"
+    );
 
     // Then the listener closes and the server drains: the in-flight request finishes with 503.
     wait_until("draining", async || state.draining.load(Ordering::SeqCst)).await;

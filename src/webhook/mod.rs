@@ -215,9 +215,12 @@ pub async fn start(cfg: Config) -> Result<Running> {
     }));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let app = routes::with_request_timeout(
-        routes::router(state.clone(), cfg.max_body_bytes),
-        cfg.limits.request_timeout,
+    let app = routes::with_close_when_stopping(
+        routes::with_request_timeout(
+            routes::router(state.clone(), cfg.max_body_bytes),
+            cfg.limits.request_timeout,
+        ),
+        state.clone(),
     );
     let shutdown = {
         let state = state.clone();

@@ -57,6 +57,27 @@ pub fn with_request_timeout(app: Router, limit: std::time::Duration) -> Router {
     ))
 }
 
+/// Once shutdown has started, answers carry `Connection: close` (HTTP/1.1): the API server's
+/// pooled keep-alive connections to this replica then end one answered request at a time, and
+/// the next request opens a connection through the Service, to another replica, instead of
+/// racing the final close.
+pub fn with_close_when_stopping(app: Router, state: Arc<AppState>) -> Router {
+    app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let state = state.clone();
+            async move {
+                let http1 = req.version() <= http::Version::HTTP_11;
+                let mut resp = next.run(req).await;
+                if http1 && state.stopping.load(Ordering::Relaxed) {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
+            }
+        },
+    ))
+}
+
 /// The admission router; `max_body` bytes at most per review (413 above).
 pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
     Router::new()
