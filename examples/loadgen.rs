@@ -7,7 +7,8 @@
 //!
 //! Each connection is one keep-alive HTTP/1.1 client (like the API server's pooled
 //! connections) that trusts only `--ca` and posts the captured fixtures round-robin to the
-//! endpoint matching each file name (`NNN-mutate-…` → `/mutate`). Every answer is checked
+//! endpoint matching each file name (`NNN-mutate-…` → `/mutate`). `--fresh-connections` opens
+//! a new TLS connection per request instead (full handshake each time). Every answer is checked
 //! (200, uid echoed). Prints requests/s and latency percentiles.
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ struct Args {
     seconds: u64,
     connections: usize,
     fixtures: PathBuf,
+    /// A new TLS connection (full handshake) per request instead of keep-alive.
+    fresh: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -36,6 +39,7 @@ fn parse_args() -> Result<Args> {
             "/../shared/fixtures/apiserver-v1.32"
         )
         .into(),
+        fresh: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,9 +50,10 @@ fn parse_args() -> Result<Args> {
             "--seconds" => a.seconds = value()?.parse().context("--seconds N")?,
             "--connections" => a.connections = value()?.parse().context("--connections N")?,
             "--fixtures" => a.fixtures = value()?.into(),
+            "--fresh-connections" => a.fresh = true,
             "-h" | "--help" => {
                 println!(
-                    "loadgen [--addr 127.0.0.1:8443] [--ca certs/ca.crt] [--seconds 10] [--connections 8] [--fixtures DIR]"
+                    "loadgen [--addr 127.0.0.1:8443] [--ca certs/ca.crt] [--seconds 10] [--connections 8] [--fixtures DIR] [--fresh-connections]"
                 );
                 std::process::exit(0);
             }
@@ -98,7 +103,14 @@ fn load_fixtures(dir: &PathBuf) -> Result<Vec<(&'static str, String, bytes::Byte
 }
 
 #[tokio::main]
-async fn main() -> Result<()> {
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("loadgen: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<()> {
     let args = parse_args()?;
     let ca = std::fs::read(&args.ca).with_context(|| format!("reading {}", args.ca.display()))?;
     let fixtures = std::sync::Arc::new(load_fixtures(&args.fixtures)?);
@@ -112,7 +124,7 @@ async fn main() -> Result<()> {
             .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
             .resolve("localhost", args.addr)
             .http1_only()
-            .pool_max_idle_per_host(1)
+            .pool_max_idle_per_host(usize::from(!args.fresh))
             .timeout(Duration::from_secs(10))
             .build()?;
         let fixtures = fixtures.clone();
@@ -162,9 +174,10 @@ async fn main() -> Result<()> {
         all[i].as_secs_f64() * 1000.0
     };
     println!(
-        "{} ok, {errors} errors in {elapsed:.1} s over {} connections: {:.0} req/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
+        "{} ok, {errors} errors in {elapsed:.1} s over {} {}connections: {:.0} req/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}",
         all.len(),
         args.connections,
+        if args.fresh { "fresh " } else { "keep-alive " },
         all.len() as f64 / elapsed,
         pct(0.50),
         pct(0.90),
