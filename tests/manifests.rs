@@ -1448,3 +1448,89 @@ fn signature_check_rejects_a_foreign_ca() {
     // A leaf is not a CA.
     assert!(check_signed(&crt, &crt).is_err());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn run_gen_cabundle(manifests_copy: &Path, certs_dir: &Path) {
+    let out = std::process::Command::new("bash")
+        .arg(manifests_copy.join("gen-cabundle.sh"))
+        .arg(certs_dir)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "gen-cabundle.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The documented command reproduces the committed patch and copies from `certs/`, and a fresh
+/// `hotnic certs` set run through it renders into a consistent install.
+#[test]
+fn gen_cabundle_script_reproduces_the_committed_files_and_handles_a_new_set() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("manifests");
+    copy_dir(&manifests(), &m);
+    // Same input (a directory named certs holding certs/'s files) -> byte-identical output.
+    let certs_copy = tmp.path().join("certs");
+    copy_dir(&root().join("certs"), &certs_copy);
+    std::fs::remove_file(m.join("webhook-cabundle.patch.yaml")).unwrap();
+    std::fs::remove_dir_all(m.join("webhook-tls")).unwrap();
+    run_gen_cabundle(&m, &certs_copy);
+    for f in [
+        "webhook-cabundle.patch.yaml",
+        "webhook-tls/ca.crt",
+        "webhook-tls/tls.crt",
+        "webhook-tls/tls.key",
+    ] {
+        assert!(
+            std::fs::read(m.join(f)).unwrap() == std::fs::read(manifests().join(f)).unwrap(),
+            "manifests/{f} is not what manifests/gen-cabundle.sh writes: run it"
+        );
+    }
+    // A new set from hotnic certs' own code: the render trusts the new CA, serves the new pair.
+    let fresh = tmp.path().join("fresh");
+    let dns = [
+        "hotnic-webhook.hotnic-system.svc".to_string(),
+        "localhost".to_string(),
+    ];
+    let g = hotnic::certs::generate(&dns, &[], 2).unwrap();
+    hotnic::certs::write(&fresh, &g).unwrap();
+    run_gen_cabundle(&m, &fresh);
+    let objs = kustomize::render(&m).unwrap();
+    for h in hooks(&objs) {
+        let bundle = h.client.ca_bundle.unwrap().0;
+        assert_eq!(bundle, g.ca_pem.as_bytes());
+        check_signed(&bundle, g.cert_pem.as_bytes()).unwrap();
+        // ...and not the dev CA any more.
+        let dev_crt = std::fs::read(root().join("certs/tls.crt")).unwrap();
+        assert!(check_signed(&bundle, &dev_crt).is_err());
+    }
+    let s: Secret = typed(&objs, "Secret", TLS_SECRET);
+    assert_eq!(s.data.unwrap()["tls.key"].0, g.key_pem.as_bytes());
+    // A directory missing a file is refused, and nothing is half-written.
+    let before = std::fs::read(m.join("webhook-cabundle.patch.yaml")).unwrap();
+    std::fs::remove_file(fresh.join("tls.key")).unwrap();
+    let out = std::process::Command::new("bash")
+        .arg(m.join("gen-cabundle.sh"))
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tls.key"));
+    assert_eq!(
+        std::fs::read(m.join("webhook-cabundle.patch.yaml")).unwrap(),
+        before
+    );
+}
