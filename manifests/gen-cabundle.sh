@@ -22,7 +22,7 @@ case "${1:-}" in
       --dns hotnic-webhook.hotnic-system.svc.cluster.local \
       --ip 127.0.0.1 --ip ::1 --days 3650 >/dev/null ;;
   "") ;;
-  -*) sed -n '2,11p' "$0" >&2; exit 2 ;;
+  -*) sed -n '2,10p' "$0" >&2; exit 2 ;;
   *) src="$1" ;;
 esac
 for f in ca.crt tls.crt tls.key; do
