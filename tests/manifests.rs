@@ -1534,3 +1534,39 @@ fn gen_cabundle_script_reproduces_the_committed_files_and_handles_a_new_set() {
         before
     );
 }
+
+#[test]
+fn cert_manager_overlay_issues_a_ca_chain_for_the_service_name() {
+    let objs = kustomize::render(&cert_manager()).unwrap();
+    let svc: Service = typed(&objs, "Service", "hotnic-webhook");
+    let host = format!("{}.{NS}.svc", svc.metadata.name.unwrap());
+    let serving: Certificate = typed(&objs, "Certificate", "hotnic-webhook");
+    assert!(
+        serving.spec.dns_names.contains(&host),
+        "{:?} lacks {host}",
+        serving.spec.dns_names
+    );
+    assert_ne!(serving.spec.is_ca, Some(true));
+    assert!(serving.spec.usages.iter().any(|u| u == "server auth"));
+    // serving <- CA Issuer <- CA Certificate (isCA) <- self-signed Issuer.
+    let ca_issuer: Issuer = typed(&objs, "Issuer", &serving.spec.issuer_ref.name);
+    assert_eq!(serving.spec.issuer_ref.kind, "Issuer");
+    let ca_secret = &ca_issuer.spec.ca.as_ref().expect("a CA issuer").secret_name;
+    let ca_cert = objs
+        .iter()
+        .filter(|o| o["kind"] == "Certificate")
+        .map(|o| strict::<Certificate>(o).unwrap())
+        .find(|c| &c.spec.secret_name == ca_secret)
+        .expect("a Certificate writes the CA issuer's secret");
+    assert_eq!(ca_cert.spec.is_ca, Some(true));
+    let root: Issuer = typed(&objs, "Issuer", &ca_cert.spec.issuer_ref.name);
+    assert!(root.spec.self_signed.is_some());
+    assert_ne!(ca_secret, TLS_SECRET);
+    // Renewed before the server's 30-day expiry warning.
+    let hours = |s: &str| s.trim_end_matches('h').parse::<u32>().unwrap();
+    assert!(hours(serving.spec.renew_before.as_deref().unwrap()) > 30 * 24);
+    assert!(
+        hours(serving.spec.duration.as_deref().unwrap())
+            > hours(serving.spec.renew_before.as_deref().unwrap())
+    );
+}
