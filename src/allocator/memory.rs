@@ -169,11 +169,20 @@ mod tests {
     fn exhausts_and_wraps() {
         let a = InMemoryAllocator::with_cursor(small(), 0x02_0000_0000_03);
         let got: Vec<_> = (0..4)
-            .map(|_| a.allocate(&pod("a"), &|_| false, false).unwrap().to_string())
+            .map(|_| {
+                a.allocate(&pod("a"), &|_| false, false)
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             got,
-            ["02:00:00:00:00:03", "02:00:00:00:00:04", "02:00:00:00:00:01", "02:00:00:00:00:02"]
+            [
+                "02:00:00:00:00:03",
+                "02:00:00:00:00:04",
+                "02:00:00:00:00:01",
+                "02:00:00:00:00:02"
+            ]
         );
         assert!(matches!(
             a.allocate(&pod("a"), &|_| false, false),

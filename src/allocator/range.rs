@@ -84,7 +84,11 @@ impl MacRange {
             if first & 0x03 != 0x02 {
                 // Jump to the next first octet of the form xxxxxx10.
                 let base = u64::from(first & !0x03);
-                let next_first = if base + 2 > u64::from(first) { base + 2 } else { base + 6 };
+                let next_first = if base + 2 > u64::from(first) {
+                    base + 2
+                } else {
+                    base + 6
+                };
                 if next_first > 0xff {
                     return None;
                 }
@@ -108,10 +112,20 @@ impl FromStr for MacRange {
         let (a, b) = s
             .split_once('-')
             .filter(|(a, _)| a.len() == 17)
-            .or_else(|| s.get(..17).zip(s.get(18..)).filter(|_| s.as_bytes().get(17) == Some(&b'-')))
+            .or_else(|| {
+                s.get(..17)
+                    .zip(s.get(18..))
+                    .filter(|_| s.as_bytes().get(17) == Some(&b'-'))
+            })
             .ok_or_else(|| RangeError::Syntax(s.to_string()))?;
-        let start: Mac = a.trim().parse().map_err(|_| RangeError::Syntax(s.to_string()))?;
-        let end: Mac = b.trim().parse().map_err(|_| RangeError::Syntax(s.to_string()))?;
+        let start: Mac = a
+            .trim()
+            .parse()
+            .map_err(|_| RangeError::Syntax(s.to_string()))?;
+        let end: Mac = b
+            .trim()
+            .parse()
+            .map_err(|_| RangeError::Syntax(s.to_string()))?;
         MacRange::new(start, end)
     }
 }
@@ -134,8 +148,16 @@ mod tests {
         assert_eq!(r.next_usable(0), Some(0x02_0000_0000_01));
         let wide: MacRange = "00:00:00:00:00:00-06:00:00:00:00:05".parse().unwrap();
         assert_eq!(wide.next_usable(0x03_0000_0000_00), Some(0x06_0000_0000_00));
-        assert!("00:00:00:00:00:00-01:ff:ff:ff:ff:ff".parse::<MacRange>().is_err());
-        assert!("02:00:00:00:00:09-02:00:00:00:00:01".parse::<MacRange>().is_err());
+        assert!(
+            "00:00:00:00:00:00-01:ff:ff:ff:ff:ff"
+                .parse::<MacRange>()
+                .is_err()
+        );
+        assert!(
+            "02:00:00:00:00:09-02:00:00:00:00:01"
+                .parse::<MacRange>()
+                .is_err()
+        );
         assert!("nonsense".parse::<MacRange>().is_err());
     }
 

@@ -13,7 +13,9 @@ pub fn linux_ifname_problem(name: &str) -> Option<String> {
         ));
     }
     if name == "." || name == ".." {
-        return Some(format!("{name:?} is not a valid interface name; use e.g. \"eth1\""));
+        return Some(format!(
+            "{name:?} is not a valid interface name; use e.g. \"eth1\""
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -52,7 +54,17 @@ mod tests {
         for ok in ["eth1", "net-1", "a", "abcdefghijklmno", "vlan.100"] {
             assert_eq!(linux_ifname_problem(ok), None, "{ok}");
         }
-        for bad in ["", ".", "..", "abcdefghijklmnop", "eth/1", "eth:1", "eth 1", "eth\t1", "a\0b"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "abcdefghijklmnop",
+            "eth/1",
+            "eth:1",
+            "eth 1",
+            "eth\t1",
+            "a\0b",
+        ] {
             assert!(linux_ifname_problem(bad).is_some(), "{bad:?}");
         }
     }

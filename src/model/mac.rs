@@ -32,7 +32,9 @@ impl Mac {
 
     /// The address as a 48-bit integer (first octet most significant).
     pub fn to_u64(self) -> u64 {
-        self.0.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+        self.0
+            .iter()
+            .fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
     }
 
     /// The address whose 48-bit integer is `v` (upper 16 bits ignored).
@@ -120,8 +122,15 @@ mod tests {
     #[test]
     fn rejects_malformed() {
         for bad in [
-            "", "02:aa:bb:cc:dd", "02:aa:bb:cc:dd:ee:ff", "02:aa-bb:cc:dd:ee", "0g:aa:bb:cc:dd:ee",
-            "02aabbccddee", "02:aa:bb:cc:dd:e", " 2:aa:bb:cc:dd:ee", "+2:aa:bb:cc:dd:ee",
+            "",
+            "02:aa:bb:cc:dd",
+            "02:aa:bb:cc:dd:ee:ff",
+            "02:aa-bb:cc:dd:ee",
+            "0g:aa:bb:cc:dd:ee",
+            "02aabbccddee",
+            "02:aa:bb:cc:dd:e",
+            " 2:aa:bb:cc:dd:ee",
+            "+2:aa:bb:cc:dd:ee",
         ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad:?} parsed");
         }

@@ -175,7 +175,9 @@ pub const MAX_CAPACITY: u8 = 32;
 pub fn parse_capacity(v: &Value) -> Result<u8, String> {
     let n = match v {
         Value::Number(n) => n.as_i64().ok_or_else(|| n.to_string())?,
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 3 => {
+        Value::String(s)
+            if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 3 =>
+        {
             s.parse::<i64>().map_err(|_| s.clone())?
         }
         Value::String(s) => return Err(format!("{s:?} is not a whole number")),
