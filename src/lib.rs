@@ -4,12 +4,19 @@
 //! - [`dialect`]: the three dialects (Arktos pods, Multus pods, KubeVirt) that read and write it;
 //! - [`allocator`]: MAC allocation (range, allocator trait, in-memory allocator);
 //! - [`policy`]: the admission policy (mutations and rules);
+//! - [`check`]: `hotnic check`, the policy run offline on manifests;
+//! - [`admission`], [`webhook`], [`certs`]: AdmissionReview v1 on the wire, the TLS server, certificates;
 //! - [`agent`]: the node agent (CRI network-namespace lookup, ...).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod agent;
 pub mod allocator;
+pub mod certs;
+pub mod check;
+pub mod cli;
 pub mod dialect;
 pub mod model;
 pub mod policy;
+pub mod webhook;

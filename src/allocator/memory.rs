@@ -167,7 +167,7 @@ mod tests {
 
     #[test]
     fn exhausts_and_wraps() {
-        let a = InMemoryAllocator::with_cursor(small(), 0x02_0000_0000_03);
+        let a = InMemoryAllocator::with_cursor(small(), 0x0200_0000_0003);
         let got: Vec<_> = (0..4)
             .map(|_| {
                 a.allocate(&pod("a"), &|_| false, false)

@@ -39,7 +39,10 @@ impl Owner {
                 .generate_name
                 .as_deref()
                 .is_some_and(|g| n.starts_with(g)),
-            (None, None) => false,
+            // Two nameless records of one generateName cannot be told apart: treat them as one.
+            (None, None) => {
+                self.generate_name.is_some() && self.generate_name == other.generate_name
+            }
         }
     }
 }

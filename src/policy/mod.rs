@@ -235,6 +235,37 @@ impl Policy {
         &self.config
     }
 
+    /// Releases the MACs of a deleted object (not on dry-run, not for VMIs that carry a VM's).
+    fn forget(&self, req: &Request<'_>) {
+        let Some(old) = req.old_object.filter(|_| !req.dry_run) else {
+            return;
+        };
+        let Ok(d) = dialect::detect(req.group, req.kind, old, None) else {
+            return;
+        };
+        if dialect::owned_by_vm(old) {
+            return;
+        }
+        let meta = |k: &str| {
+            old.get("metadata")
+                .and_then(|m| m.get(k))
+                .and_then(Value::as_str)
+        };
+        let owner = Owner {
+            kind: req.kind.to_string(),
+            namespace: req.namespace.to_string(),
+            name: req.name.or_else(|| meta("name")).map(str::to_string),
+            generate_name: meta("generateName").map(str::to_string),
+        };
+        for mac in dialect::read(d, old, req.namespace)
+            .nics
+            .iter()
+            .filter_map(|n| n.parsed_mac())
+        {
+            self.allocator.release(&owner, mac, false);
+        }
+    }
+
     /// Reads the request's objects, or says why the request is none of hotnic's business.
     fn subject(req: &Request<'_>) -> Result<Subject, Option<String>> {
         if !matches!(req.operation, Operation::Create | Operation::Update) {
@@ -243,7 +274,10 @@ impl Policy {
         let d = dialect::detect(req.group, req.kind, req.object, req.old_object)?;
         let new = dialect::read(d, req.object, req.namespace);
         let old = req.old_object.map(|o| dialect::read(d, o, req.namespace));
-        if !new.has_nics() && !old.as_ref().is_some_and(Workload::has_nics) {
+        if !new.has_nics()
+            && new.problems.is_empty()
+            && !old.as_ref().is_some_and(Workload::has_nics)
+        {
             return Err(None);
         }
         let meta = req.object.get("metadata");
@@ -272,8 +306,13 @@ impl Policy {
         mutate::run(self, req, &subject)
     }
 
-    /// Validates: runs every rule and denies with all causes found.
+    /// Validates: runs every rule and denies with all causes found. A DELETE (with its
+    /// `old_object`) is always allowed and frees the object's MACs in the allocator.
     pub fn validate(&self, req: &Request<'_>) -> Outcome {
+        if req.operation == Operation::Delete {
+            self.forget(req);
+            return Outcome::allow(Vec::new());
+        }
         let subject = match Self::subject(req) {
             Ok(s) => s,
             Err(warning) => return Outcome::allow(warning.into_iter().collect()),

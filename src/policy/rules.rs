@@ -1,11 +1,440 @@
-//! The rules.
-use super::{Policy, Request, Subject};
-use crate::model::Cause;
+//! The rules, each written once against the NIC model. Every rule adds all the causes it finds.
 
-pub(super) fn check(_p: &Policy, _req: &Request<'_>, _s: &Subject) -> Vec<Cause> {
-    Vec::new()
+use super::{Operation, Policy, Request, Subject};
+use crate::model::ifname::{kubevirt_name_problem, linux_ifname_problem};
+use crate::model::{Cause, Mac, NameStyle, Nic, Rule, UnplugStyle, Workload, parse_capacity};
+use serde_json::Value;
+use std::collections::HashMap;
+
+/// Runs every rule.
+pub(super) fn check(p: &Policy, req: &Request<'_>, s: &Subject) -> Vec<Cause> {
+    let mut causes = s.new.problems.clone();
+    names(&s.new, &mut causes);
+    macs(p, s, &mut causes);
+    capacity(req, s, &mut causes);
+    if let Some(old) = &s.old {
+        binding(&s.new, old, &mut causes);
+    }
+    primary(&s.new, s.old.as_ref(), &mut causes);
+    if s.new.dialect.unplug_style() == UnplugStyle::Absent {
+        kubevirt_unplug(&s.new, s.old.as_ref(), &mut causes);
+    }
+    causes
 }
 
-pub(super) fn warnings(_s: &Subject) -> Vec<String> {
-    Vec::new()
+/// Things worth telling but not denying.
+pub(super) fn warnings(s: &Subject) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(cap) = s.new.capacity.effective() {
+        let count = s.new.present().count();
+        if count > usize::from(cap) && s.old.is_none() {
+            out.push(format!(
+                "interface capacity {cap} is below the {count} NICs of this workload; it has no effect (no NIC can be hot-plugged)"
+            ));
+        }
+    }
+    out
+}
+
+/// The list a NIC's element path belongs to (`spec.nics[2]` → `spec.nics`), for NICs that are gone.
+fn list_path(nic: &Nic) -> String {
+    match nic.path.rfind('[') {
+        Some(i) if nic.path.ends_with(']') => nic.path[..i].to_string(),
+        _ => nic.path.clone(),
+    }
+}
+
+/// Renders a JSON value for a message (`unset` for null).
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "unset".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A free `ethN` name to suggest.
+fn suggest_name(w: &Workload) -> String {
+    (1..)
+        .map(|i| format!("eth{i}"))
+        .find(|n| w.by_name(n).is_none())
+        .unwrap_or_else(|| "eth1".into())
+}
+
+/// Rule 1: every NIC named, validly for its dialect, uniquely.
+fn names(w: &Workload, causes: &mut Vec<Cause>) {
+    let mut seen: HashMap<&str, &Nic> = HashMap::new();
+    for nic in &w.nics {
+        let Some(name) = nic.name.as_deref() else {
+            causes.push(Cause::new(
+                Rule::Names,
+                nic.name_path.clone(),
+                format!(
+                    "missing; hot-plug needs every NIC named, e.g. \"{}\"",
+                    suggest_name(w)
+                ),
+            ));
+            continue;
+        };
+        if !nic.implicit {
+            let problem = match w.dialect.name_style() {
+                NameStyle::LinuxIfname => linux_ifname_problem(name),
+                NameStyle::KubeVirt => kubevirt_name_problem(name),
+            };
+            if let Some(problem) = problem {
+                causes.push(Cause::new(Rule::Names, nic.name_path.clone(), problem));
+            }
+        }
+        match seen.get(name) {
+            Some(first) if first.implicit => causes.push(Cause::new(
+                Rule::Names,
+                nic.name_path.clone(),
+                format!(
+                    "{name:?} is reserved for the pod's primary interface (the cluster default network); name this NIC e.g. \"{}\"",
+                    suggest_name(w)
+                ),
+            )),
+            Some(first) => causes.push(Cause::new(
+                Rule::Names,
+                nic.name_path.clone(),
+                format!(
+                    "{name:?} is already the name of {}; NIC names must be unique, e.g. \"{}\"",
+                    first.path,
+                    suggest_name(w)
+                ),
+            )),
+            None => {
+                seen.insert(name, nic);
+            }
+        }
+    }
+}
+
+/// Rule 2: MACs well-formed, unicast, unique in the object and not held by another object.
+fn macs(p: &Policy, s: &Subject, causes: &mut Vec<Cause>) {
+    let w = &s.new;
+    let masquerade = w.dialect.is_kubevirt()
+        && w.nics
+            .iter()
+            .any(|n| n.method.as_deref() == Some("masquerade"));
+    let mut seen: HashMap<Mac, &Nic> = HashMap::new();
+    let leave_out = "or leave it out and hotnic assigns one";
+    for nic in w.nics.iter().filter(|n| !n.implicit) {
+        let Some(raw) = &nic.mac else { continue };
+        let mac = match raw.parse::<Mac>() {
+            Ok(m) => m,
+            Err(e) => {
+                causes.push(Cause::new(
+                    Rule::Macs,
+                    nic.mac_path.clone(),
+                    format!("{e}, {leave_out}"),
+                ));
+                continue;
+            }
+        };
+        let problem = if mac == Mac::BROADCAST {
+            Some(format!(
+                "{mac} is the broadcast address; use a unicast MAC such as 02:00:00:00:00:01, {leave_out}"
+            ))
+        } else if mac.is_multicast() {
+            Some(format!(
+                "{mac} is a multicast address (bit 0 of the first octet is set); use a unicast MAC, {leave_out}"
+            ))
+        } else if mac == Mac::ZERO {
+            Some(format!("{mac} is not a usable address; {leave_out}"))
+        } else if masquerade && mac == Mac::MASQUERADE {
+            Some(format!(
+                "{mac} is reserved by KubeVirt's masquerade binding; choose another MAC, {leave_out}"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            causes.push(Cause::new(Rule::Macs, nic.mac_path.clone(), problem));
+            continue;
+        }
+        if let Some(first) = seen.get(&mac) {
+            causes.push(Cause::new(
+                Rule::Macs,
+                nic.mac_path.clone(),
+                format!(
+                    "{mac} is already the MAC of {}; every NIC needs its own MAC, {leave_out}",
+                    first.path
+                ),
+            ));
+            continue;
+        }
+        seen.insert(mac, nic);
+        if s.inherits_macs {
+            continue;
+        }
+        let unchanged = nic
+            .name
+            .as_deref()
+            .and_then(|n| s.old.as_ref()?.by_name(n))
+            .and_then(Nic::parsed_mac)
+            == Some(mac);
+        if !unchanged && let Some(holder) = p.allocator.held_by_other(&s.owner, mac) {
+            causes.push(Cause::new(
+                Rule::Macs,
+                nic.mac_path.clone(),
+                format!("{mac} is already used by {holder}; choose another MAC, {leave_out}"),
+            ));
+        }
+    }
+}
+
+/// Rule 3: capacity 0–32, in requests only, consistent, immutable, and respected on UPDATE.
+fn capacity(req: &Request<'_>, s: &Subject, causes: &mut Vec<Cause>) {
+    let cap = &s.new.capacity;
+    let hint = "the interface capacity is a whole number from 0 to 32, e.g. \"4\"";
+    for f in [&cap.annotation, &cap.request].into_iter().flatten() {
+        if let Err(e) = parse_capacity(&f.value) {
+            causes.push(Cause::new(
+                Rule::Capacity,
+                f.path.clone(),
+                format!("{e}; {hint}"),
+            ));
+        }
+    }
+    if let Some(limit) = &cap.limit {
+        causes.push(Cause::new(
+            Rule::Capacity,
+            limit.path.clone(),
+            "kubevirt.io/interface is a request only; move it to resources.requests",
+        ));
+    }
+    if let (Some(a), Some(r)) = (&cap.annotation, &cap.request)
+        && let (Ok(av), Ok(rv)) = (parse_capacity(&a.value), parse_capacity(&r.value))
+        && av != rv
+    {
+        causes.push(Cause::new(
+            Rule::Capacity,
+            a.path.clone(),
+            format!(
+                "{av} differs from {} = {rv}; make them equal or drop one",
+                r.path
+            ),
+        ));
+    }
+    let Some(old) = s
+        .old
+        .as_ref()
+        .filter(|_| req.operation == Operation::Update)
+    else {
+        return;
+    };
+    let fixed = "the interface capacity is fixed when the workload is created (it decides the slots a VM reserves at boot); recreate the workload to change it";
+    for (new, was) in [
+        (&cap.annotation, &old.capacity.annotation),
+        (&cap.request, &old.capacity.request),
+    ] {
+        let same = |a: &Value, b: &Value| match (parse_capacity(a), parse_capacity(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        };
+        match (new, was) {
+            (Some(n), None) => causes.push(Cause::new(
+                Rule::Capacity,
+                n.path.clone(),
+                format!("added after create; {fixed}"),
+            )),
+            (None, Some(o)) => causes.push(Cause::new(
+                Rule::Capacity,
+                o.path.clone(),
+                format!("removed (was {}); put it back: {fixed}", show(&o.value)),
+            )),
+            (Some(n), Some(o)) if !same(&n.value, &o.value) => causes.push(Cause::new(
+                Rule::Capacity,
+                n.path.clone(),
+                format!(
+                    "changed from {} to {}; {fixed}",
+                    show(&o.value),
+                    show(&n.value)
+                ),
+            )),
+            _ => {}
+        }
+    }
+    let Some(limit) = cap.effective().or(old.capacity.effective()) else {
+        return;
+    };
+    let count = s.new.present().count();
+    let was = old.present().count();
+    if count > usize::from(limit).max(was) {
+        let added = s.new.present().filter(|n| !n.implicit).find(|n| {
+            n.name
+                .as_deref()
+                .is_none_or(|name| old.by_name(name).is_none_or(|o| !o.present))
+        });
+        let path = added.map_or_else(|| "metadata".to_string(), |n| n.path.clone());
+        causes.push(Cause::new(
+            Rule::Capacity,
+            path,
+            format!(
+                "interface capacity {limit} reached; the VM reserved {limit} slots at boot ({count} NICs requested) — unplug a NIC first, or recreate the workload with a larger hotnic.io/interface-capacity"
+            ),
+        ));
+    }
+}
+
+/// Rule 4: a NIC present in old and new keeps its binding and its MAC.
+fn binding(new: &Workload, old: &Workload, causes: &mut Vec<Cause>) {
+    let hint = "a plugged NIC keeps what it is plugged into; unplug it and plug a new NIC with another name instead";
+    for nic in new.nics.iter().filter(|n| !n.implicit) {
+        let Some(name) = nic.name.as_deref() else {
+            continue;
+        };
+        let Some(was) = old.by_name(name).filter(|o| !o.implicit) else {
+            continue;
+        };
+        let keys = nic
+            .binding
+            .iter()
+            .map(|b| b.key.as_str())
+            .chain(was.binding.iter().map(|b| b.key.as_str()))
+            .collect::<Vec<_>>();
+        let mut done: Vec<&str> = Vec::new();
+        for key in keys {
+            if done.contains(&key) {
+                continue;
+            }
+            done.push(key);
+            let now = nic.binding_field(key);
+            let before = was.binding_field(key);
+            let nv = now.map_or(&Value::Null, |b| &b.value);
+            let ov = before.map_or(&Value::Null, |b| &b.value);
+            if nv == ov {
+                continue;
+            }
+            let set_once = now.or(before).is_some_and(|b| b.set_once);
+            if set_once && (ov.is_null() || ov.as_str() == Some("")) {
+                continue;
+            }
+            let path = now.or(before).map(|b| b.path.clone()).unwrap_or_default();
+            causes.push(Cause::new(
+                Rule::Binding,
+                path,
+                format!(
+                    "changed from {} to {} on existing NIC {name:?}; {hint}",
+                    show(ov),
+                    show(nv)
+                ),
+            ));
+        }
+        if let Some(before) = was.parsed_mac() {
+            match nic.mac.as_deref().map(str::parse::<Mac>) {
+                None => causes.push(Cause::new(
+                    Rule::Binding,
+                    nic.mac_path.clone(),
+                    format!("removed from existing NIC {name:?}; its MAC never changes: put back {before}"),
+                )),
+                Some(Ok(m)) if m != before => causes.push(Cause::new(
+                    Rule::Binding,
+                    nic.mac_path.clone(),
+                    format!("changed from {before} to {m} on existing NIC {name:?}; its MAC never changes: put back {before}, or unplug the NIC and plug a new one"),
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Rule 5: the primary NIC is never removed, renamed or set absent; Multus' default network fixed.
+fn primary(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
+    for nic in new
+        .nics
+        .iter()
+        .filter(|n| n.primary && !n.present && !n.implicit)
+    {
+        causes.push(Cause::new(
+            Rule::Primary,
+            format!("{}.state", nic.path),
+            "the primary interface (on the pod network) cannot be unplugged; remove \"state\": \"absent\" (only secondary NICs can be unplugged)",
+        ));
+    }
+    let Some(old) = old else { return };
+    for was in old
+        .nics
+        .iter()
+        .filter(|n| n.primary && n.present && !n.implicit)
+    {
+        let Some(name) = was.name.as_deref() else {
+            continue;
+        };
+        if new.by_name(name).is_none() {
+            causes.push(Cause::new(
+                Rule::Primary,
+                list_path(was),
+                format!("{name:?} (was {}) is the primary NIC and may not be removed or renamed; keep it (only secondary NICs can be unplugged)", was.path),
+            ));
+        }
+    }
+    let before = old.primary_network.as_ref().map(|f| &f.value);
+    let now = new.primary_network.as_ref().map(|f| &f.value);
+    if before != now {
+        let path = new
+            .primary_network
+            .as_ref()
+            .or(old.primary_network.as_ref())
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
+        causes.push(Cause::new(
+            Rule::Primary,
+            path,
+            format!(
+                "the primary network may not be added, changed or removed on an existing pod (was {}, now {}); recreate the pod to change it",
+                before.map_or("unset".into(), show),
+                now.map_or("unset".into(), show)
+            ),
+        ));
+    }
+}
+
+/// Rule 6 (KubeVirt): unplug with `state: absent` (bridge only), hot-plug with bridge or SR-IOV.
+fn kubevirt_unplug(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
+    let method = |n: &Nic| n.method.clone().unwrap_or_else(|| "no binding".into());
+    for nic in new.nics.iter().filter(|n| !n.present && !n.primary) {
+        let already = nic
+            .name
+            .as_deref()
+            .and_then(|name| old?.by_name(name))
+            .is_some_and(|o| !o.present);
+        if !already && nic.method.as_deref() != Some("bridge") {
+            causes.push(Cause::new(
+                Rule::Unplug,
+                format!("{}.state", nic.path),
+                format!(
+                    "\"absent\" (hot-unplug) works only with the bridge binding; this interface uses {}: stop the VM to remove it",
+                    method(nic)
+                ),
+            ));
+        }
+    }
+    let Some(old) = old else { return };
+    for was in old.nics.iter().filter(|n| n.present && !n.primary) {
+        let Some(name) = was.name.as_deref() else {
+            continue;
+        };
+        if new.by_name(name).is_none() {
+            causes.push(Cause::new(
+                Rule::Unplug,
+                list_path(was),
+                format!("interface {name:?} (was {}) was removed; to unplug it, keep it and its network and set \"state\": \"absent\" on it instead", was.path),
+            ));
+        }
+    }
+    for nic in &new.nics {
+        let is_new = nic.name.as_deref().is_none_or(|n| old.by_name(n).is_none());
+        let ok = matches!(nic.method.as_deref(), Some("bridge") | Some("sriov"));
+        if is_new && nic.present && !ok {
+            causes.push(Cause::new(
+                Rule::Unplug,
+                nic.path.clone(),
+                format!(
+                    "hot-plug supports only the bridge or sriov binding; this interface uses {}: use \"bridge\": {{}}",
+                    method(nic)
+                ),
+            ));
+        }
+    }
 }

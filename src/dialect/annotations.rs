@@ -1,0 +1,125 @@
+//! Annotation names hotnic reads and writes, and patch building shared by the dialects.
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation};
+use serde_json::Value;
+
+/// Multus network-selection annotation.
+pub const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
+/// Multus network-status annotation (written by the agent).
+pub const NETWORK_STATUS: &str = "k8s.v1.cni.cncf.io/network-status";
+/// Multus override of the cluster default network.
+pub const DEFAULT_NETWORK: &str = "v1.multus-cni.io/default-network";
+/// Arktos pods: NIC name → MAC, as a JSON object.
+pub const MAC_ADDRESSES: &str = "hotnic.io/mac-addresses";
+/// Interface capacity, a decimal string (every dialect).
+pub const CAPACITY: &str = "hotnic.io/interface-capacity";
+/// Per-NIC status written by the agent.
+pub const NIC_STATUS: &str = "hotnic.io/nic-status";
+/// KubeVirt's interface-capacity resource name.
+pub const KUBEVIRT_INTERFACE_RESOURCE: &str = "kubevirt.io/interface";
+
+/// An annotation's value, if the object has it (any JSON type).
+pub fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    obj.get("metadata")?.get("annotations")?.get(key)
+}
+
+/// Field path of an annotation, e.g. `metadata.annotations[hotnic.io/interface-capacity]`.
+pub fn path(key: &str) -> String {
+    format!("metadata.annotations[{key}]")
+}
+
+/// A label's value, if the object has it.
+pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+}
+
+/// Builds a minimal JSON Patch against one object.
+#[derive(Debug)]
+pub struct PatchBuilder {
+    ops: Vec<PatchOperation>,
+    has_metadata: bool,
+    has_annotations: bool,
+}
+
+impl PatchBuilder {
+    /// A builder for `obj` (it notes whether `metadata.annotations` exists).
+    pub fn new(obj: &Value) -> Self {
+        let meta = obj.get("metadata").filter(|m| m.is_object());
+        PatchBuilder {
+            ops: Vec::new(),
+            has_metadata: meta.is_some(),
+            has_annotations: meta
+                .and_then(|m| m.get("annotations"))
+                .is_some_and(Value::is_object),
+        }
+    }
+
+    /// Adds (or replaces) the member at `tokens` (unescaped JSON Pointer tokens).
+    pub fn add(&mut self, tokens: &[&str], value: Value) {
+        self.ops.push(PatchOperation::Add(AddOperation {
+            path: PointerBuf::from_tokens(tokens.iter().copied()),
+            value,
+        }));
+    }
+
+    /// Sets one annotation, creating `metadata.annotations` (and `metadata`) only when missing.
+    pub fn set_annotation(&mut self, key: &str, value: String) {
+        if !self.has_metadata {
+            self.add(&["metadata"], Value::Object(Default::default()));
+            self.has_metadata = true;
+        }
+        if !self.has_annotations {
+            self.add(
+                &["metadata", "annotations"],
+                Value::Object(Default::default()),
+            );
+            self.has_annotations = true;
+        }
+        self.add(&["metadata", "annotations", key], Value::String(value));
+    }
+
+    /// Whether nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The finished patch.
+    pub fn finish(self) -> json_patch::Patch {
+        json_patch::Patch(self.ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn creates_annotations_once_and_escapes_keys() {
+        let mut obj = json!({"metadata": {"name": "p"}});
+        let mut b = PatchBuilder::new(&obj);
+        b.set_annotation(CAPACITY, "4".into());
+        b.set_annotation("a~b/c", "x".into());
+        let p = b.finish();
+        assert_eq!(p.0.len(), 3);
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()[1]["path"],
+            "/metadata/annotations/hotnic.io~1interface-capacity"
+        );
+        json_patch::patch(&mut obj, &p.0).unwrap();
+        assert_eq!(obj["metadata"]["annotations"]["a~b/c"], "x");
+        assert_eq!(obj["metadata"]["annotations"][CAPACITY], "4");
+    }
+
+    #[test]
+    fn keeps_existing_annotations() {
+        let mut obj = json!({"metadata": {"annotations": {"keep": "me"}}});
+        let mut b = PatchBuilder::new(&obj);
+        b.set_annotation(CAPACITY, "4".into());
+        let p = b.finish();
+        assert_eq!(p.0.len(), 1);
+        json_patch::patch(&mut obj, &p.0).unwrap();
+        assert_eq!(obj["metadata"]["annotations"]["keep"], "me");
+    }
+}

@@ -1,0 +1,159 @@
+//! Arktos VM pods: `spec.nics[]`, with MACs in the `hotnic.io/mac-addresses` annotation.
+
+use super::annotations::{self, MAC_ADDRESSES, PatchBuilder};
+use crate::model::{
+    BindingField, Cause, Dialect, Mac, NetworkRef, Nic, Rule, Workload, index_path,
+};
+use serde_json::{Map, Value};
+
+/// Field path of the list.
+const NICS: &str = "spec.nics";
+
+/// The MAC annotation as a map (NIC name → MAC text), or the problem with it.
+fn mac_map(obj: &Value) -> Result<Map<String, Value>, Cause> {
+    let bad = |why: String| {
+        Cause::new(
+            Rule::Malformed,
+            annotations::path(MAC_ADDRESSES),
+            format!(
+                "{why}; write a JSON object of NIC name to MAC, e.g. {{\"eth1\":\"02:00:00:00:00:01\"}}"
+            ),
+        )
+    };
+    match annotations::get(obj, MAC_ADDRESSES) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(Map::new()),
+        Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
+            Ok(Value::Object(m)) => match m.iter().find(|(_, v)| !v.is_string()) {
+                Some((k, v)) => Err(bad(format!("the value for {k:?} is {v}, not a string"))),
+                None => Ok(m),
+            },
+            Ok(other) => Err(bad(format!("{other} is not a JSON object"))),
+            Err(e) => Err(bad(format!("not valid JSON ({e})"))),
+        },
+        Some(other) => Err(bad(format!("{other} is not a string"))),
+    }
+}
+
+/// Reads an Arktos pod. The primary NIC is `eth0` (and the first NIC).
+pub fn read(obj: &Value, namespace: &str) -> Workload {
+    let mut w = Workload::new(Dialect::Arktos);
+    let macs = mac_map(obj).unwrap_or_else(|c| {
+        w.problems.push(c);
+        Map::new()
+    });
+    let list = match obj.get("spec").and_then(|s| s.get("nics")) {
+        None | Some(Value::Null) => return w,
+        Some(Value::Array(a)) => a,
+        Some(other) => {
+            w.problems.push(Cause::new(
+                Rule::Malformed,
+                NICS,
+                format!("must be a list of NICs, not {other}"),
+            ));
+            return w;
+        }
+    };
+    for (i, item) in list.iter().enumerate() {
+        let path = index_path(NICS, i);
+        let Some(el) = item.as_object() else {
+            w.problems.push(Cause::new(
+                Rule::Malformed,
+                path,
+                "must be an object such as {\"name\": \"eth1\"}",
+            ));
+            continue;
+        };
+        let mut text = |k: &str| -> Option<String> {
+            match el.get(k) {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => {
+                    w.problems.push(Cause::new(
+                        Rule::Malformed,
+                        format!("{path}.{k}"),
+                        format!("must be a string, not {other}"),
+                    ));
+                    None
+                }
+            }
+        };
+        let name = text("name");
+        let lower = text("portId");
+        let upper = text("portID");
+        let subnet = text("subnetName").filter(|s| !s.is_empty());
+        let ip = text("ipAddress").filter(|s| !s.is_empty());
+        let (port_key, port_id) = match (&lower, &upper) {
+            (Some(a), Some(b)) if a != b => {
+                w.problems.push(Cause::new(
+                    Rule::Malformed,
+                    format!("{path}.portID"),
+                    format!(
+                        "portId {a:?} and portID {b:?} differ; set only one of the two spellings"
+                    ),
+                ));
+                ("portId", lower.clone())
+            }
+            (Some(_), _) => ("portId", lower.clone()),
+            (None, Some(_)) => ("portID", upper.clone()),
+            (None, None) => ("portId", None),
+        };
+        let mac = name
+            .as_deref()
+            .and_then(|n| macs.get(n))
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        let mac_path = match &name {
+            Some(n) => format!("{}.{n}", annotations::path(MAC_ADDRESSES)),
+            None => annotations::path(MAC_ADDRESSES),
+        };
+        w.nics.push(Nic {
+            primary: i == 0 || name.as_deref() == Some("eth0"),
+            name_path: format!("{path}.name"),
+            mac,
+            mac_path,
+            binding: vec![BindingField {
+                key: "portId".into(),
+                path: format!("{path}.{port_key}"),
+                value: port_id.clone().map(Value::String).unwrap_or(Value::Null),
+                set_once: true,
+            }],
+            method: None,
+            network: subnet.map(|s| NetworkRef {
+                namespace: namespace.to_string(),
+                name: s,
+            }),
+            ips: ip.into_iter().collect(),
+            port_id,
+            present: true,
+            implicit: false,
+            index: i,
+            name,
+            path,
+        });
+    }
+    w
+}
+
+/// Rewrites the MAC annotation to hold exactly the named NICs' MACs: `macs` (by NIC index in
+/// `w.nics`) first, then what is already there. Entries of NICs no longer in the spec are dropped.
+pub fn write_macs(obj: &Value, w: &Workload, macs: &[(usize, Mac)], patch: &mut PatchBuilder) {
+    let Ok(current) = mac_map(obj) else { return };
+    let mut next = Map::new();
+    for (i, nic) in w.nics.iter().enumerate() {
+        let Some(name) = &nic.name else { continue };
+        let value = macs
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, m)| Value::String(m.to_string()))
+            .or_else(|| current.get(name).cloned());
+        if let Some(v) = value {
+            next.entry(name.clone()).or_insert(v);
+        }
+    }
+    if next != current {
+        let text = serde_json::to_string(&next).unwrap_or_default();
+        patch.set_annotation(MAC_ADDRESSES, text);
+    }
+}

@@ -1,0 +1,234 @@
+//! KubeVirt `VirtualMachine` / `VirtualMachineInstance`: interfaces paired with networks by name.
+
+use super::annotations::{KUBEVIRT_INTERFACE_RESOURCE, PatchBuilder};
+use crate::model::{
+    BindingField, Cause, Dialect, Field, Mac, NetworkRef, Nic, Rule, Workload, index_path, key_path,
+};
+use serde_json::Value;
+
+/// Interface binding methods KubeVirt knows (one per interface).
+const METHODS: &[&str] = &[
+    "bridge",
+    "masquerade",
+    "sriov",
+    "slirp",
+    "passt",
+    "macvtap",
+    "binding",
+];
+
+/// Where the VMI spec lives: JSON Pointer tokens and field path.
+fn root(d: Dialect) -> (&'static [&'static str], &'static str) {
+    match d {
+        Dialect::VirtualMachine => (&["spec", "template", "spec"], "spec.template.spec"),
+        _ => (&["spec"], "spec"),
+    }
+}
+
+fn at<'a>(v: &'a Value, tokens: &[&str]) -> Option<&'a Value> {
+    tokens.iter().try_fold(v, |v, t| v.get(t))
+}
+
+/// A list at `tokens`, or a problem when it is there but not a list.
+fn list<'a>(v: Option<&'a Value>, path: &str, problems: &mut Vec<Cause>) -> &'a [Value] {
+    match v {
+        Some(Value::Array(a)) => a,
+        None | Some(Value::Null) => &[],
+        Some(other) => {
+            problems.push(Cause::new(
+                Rule::Malformed,
+                path,
+                format!("must be a list, not {other}"),
+            ));
+            &[]
+        }
+    }
+}
+
+fn name_of(v: &Value) -> Option<&str> {
+    v.get("name").and_then(Value::as_str)
+}
+
+/// Reads a VM or VMI.
+pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
+    let mut w = Workload::new(d);
+    let (tokens, base) = root(d);
+    let Some(spec) = at(obj, tokens) else {
+        return w;
+    };
+    let ifaces_path = format!("{base}.domain.devices.interfaces");
+    let nets_path = format!("{base}.networks");
+    let ifaces = list(
+        at(spec, &["domain", "devices", "interfaces"]),
+        &ifaces_path,
+        &mut w.problems,
+    );
+    let nets = list(spec.get("networks"), &nets_path, &mut w.problems);
+
+    let resources = format!("{base}.domain.resources");
+    for (which, slot) in [("requests", 0), ("limits", 1)] {
+        if let Some(v) = at(
+            spec,
+            &["domain", "resources", which, KUBEVIRT_INTERFACE_RESOURCE],
+        ) {
+            let f = Field {
+                path: key_path(&format!("{resources}.{which}"), KUBEVIRT_INTERFACE_RESOURCE),
+                value: v.clone(),
+            };
+            if slot == 0 {
+                w.capacity.request = Some(f);
+            } else {
+                w.capacity.limit = Some(f);
+            }
+        }
+    }
+
+    for (j, net) in nets.iter().enumerate() {
+        let Some(n) = name_of(net) else {
+            w.problems.push(Cause::new(
+                Rule::Names,
+                format!("{}.name", index_path(&nets_path, j)),
+                "missing; every network needs the name of its interface",
+            ));
+            continue;
+        };
+        if !ifaces.iter().any(|i| name_of(i) == Some(n)) {
+            w.problems.push(Cause::new(
+                Rule::Names,
+                format!("{}.name", index_path(&nets_path, j)),
+                format!(
+                    "no interface named {n:?}; add one to {ifaces_path} or remove this network"
+                ),
+            ));
+        }
+    }
+
+    let mut primary = None;
+    for (i, iface) in ifaces.iter().enumerate() {
+        let path = index_path(&ifaces_path, i);
+        let Some(obj_i) = iface.as_object() else {
+            w.problems.push(Cause::new(
+                Rule::Malformed,
+                path,
+                "must be an object such as {\"name\": \"nic1\", \"bridge\": {}}",
+            ));
+            continue;
+        };
+        let name = match obj_i.get("name") {
+            Some(Value::String(s)) => Some(s.clone()),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                w.problems.push(Cause::new(
+                    Rule::Malformed,
+                    format!("{path}.name"),
+                    format!("must be a string, not {other}"),
+                ));
+                None
+            }
+        };
+        let mac = match obj_i.get("macAddress") {
+            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            None | Some(Value::Null) | Some(Value::String(_)) => None,
+            Some(other) => {
+                w.problems.push(Cause::new(
+                    Rule::Malformed,
+                    format!("{path}.macAddress"),
+                    format!("must be a string, not {other}"),
+                ));
+                None
+            }
+        };
+        let present = obj_i.get("state").and_then(Value::as_str) != Some("absent");
+        let method = METHODS.iter().find(|m| obj_i.contains_key(**m)).map(|m| {
+            if *m == "binding" {
+                let plugin = obj_i.get("binding").and_then(name_of).unwrap_or("");
+                format!("binding:{plugin}")
+            } else {
+                m.to_string()
+            }
+        });
+        let mut binding: Vec<BindingField> = obj_i
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "name" | "macAddress" | "state"))
+            .map(|(k, v)| BindingField {
+                key: format!("interface.{k}"),
+                path: format!("{path}.{k}"),
+                value: v.clone(),
+                set_once: false,
+            })
+            .collect();
+        let net = name
+            .as_deref()
+            .and_then(|n| nets.iter().position(|x| name_of(x) == Some(n)));
+        let mut network = None;
+        match (net, &name) {
+            (Some(j), _) => {
+                let net_obj = &nets[j];
+                if let Some(m) = net_obj.as_object() {
+                    binding.extend(m.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| BindingField {
+                        key: format!("network.{k}"),
+                        path: format!("{}.{k}", index_path(&nets_path, j)),
+                        value: v.clone(),
+                        set_once: false,
+                    }));
+                }
+                let is_default = net_obj.get("pod").is_some()
+                    || net_obj.get("multus").and_then(|m| m.get("default")).and_then(Value::as_bool) == Some(true);
+                if is_default && primary.is_none() {
+                    primary = Some(w.nics.len());
+                }
+                network = net_obj
+                    .get("multus")
+                    .and_then(|m| m.get("networkName"))
+                    .and_then(Value::as_str)
+                    .map(|full| match full.split_once('/') {
+                        Some((ns, n)) => NetworkRef { namespace: ns.into(), name: n.into() },
+                        None => NetworkRef { namespace: namespace.into(), name: full.into() },
+                    });
+            }
+            (None, Some(n)) => w.problems.push(Cause::new(
+                Rule::Names,
+                format!("{path}.name"),
+                format!("no network named {n:?}; add {{\"name\": {n:?}, \"multus\": {{\"networkName\": \"<nad>\"}}}} to {nets_path}"),
+            )),
+            (None, None) => {}
+        }
+        w.nics.push(Nic {
+            name_path: format!("{path}.name"),
+            mac,
+            mac_path: format!("{path}.macAddress"),
+            binding,
+            method,
+            network,
+            ips: Vec::new(),
+            port_id: None,
+            present,
+            primary: false,
+            implicit: false,
+            index: i,
+            name,
+            path,
+        });
+    }
+    if let Some(p) = primary.or(if w.nics.is_empty() { None } else { Some(0) }) {
+        w.nics[p].primary = true;
+    }
+    w
+}
+
+/// Writes MACs (`(interface index, MAC)`) into `macAddress`.
+pub fn write_macs(d: Dialect, macs: &[(usize, Mac)], patch: &mut PatchBuilder) {
+    let (tokens, _) = root(d);
+    for (i, mac) in macs {
+        let index = i.to_string();
+        let mut path: Vec<&str> = tokens.to_vec();
+        path.extend([
+            "domain",
+            "devices",
+            "interfaces",
+            index.as_str(),
+            "macAddress",
+        ]);
+        patch.add(&path, Value::String(mac.to_string()));
+    }
+}
