@@ -147,11 +147,7 @@ mod tests {
         // 02:00:00:00:00:00 is reserved for KubeVirt masquerade.
         assert_eq!(r.next_usable(0), Some(0x0200_0000_0001));
         let wide: MacRange = "00:00:00:00:00:00-06:00:00:00:00:05".parse().unwrap();
-<<<<<<< HEAD
-        assert_eq!(wide.next_usable(0x03_0000_0000_00), Some(0x06_0000_0000_00));
-=======
         assert_eq!(wide.next_usable(0x0300_0000_0000), Some(0x0600_0000_0000));
->>>>>>> main
         assert!(
             "00:00:00:00:00:00-01:ff:ff:ff:ff:ff"
                 .parse::<MacRange>()
