@@ -216,10 +216,9 @@ impl CriClient {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         });
-        // The URI is a placeholder: the connector decides where to go.
-        let endpoint = Endpoint::from_static("http://cri.invalid")
-            .connect_timeout(timeouts.connect)
-            .timeout(timeouts.request);
+        // The URI is a placeholder: the connector decides where to go. No tonic-level timeouts: every call
+        // here is bounded by `tokio::time::timeout`, so a slow runtime is always a `CriError::Timeout`.
+        let endpoint = Endpoint::from_static("http://cri.invalid");
         let channel =
             tokio::time::timeout(timeouts.connect, endpoint.connect_with_connector(connector))
                 .await
