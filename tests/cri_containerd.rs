@@ -77,8 +77,14 @@ async fn finds_each_sandboxs_netns_by_pod_uid() {
     assert_eq!(client.socket(), c.socket);
     assert_eq!(client.runtime().name, "containerd");
 
+    let started = std::time::Instant::now();
     let a = lookup(&client, &uid_a).await;
     let b = lookup(&client, &uid_b).await;
+    eprintln!(
+        "cri harness {}: two pod_netns lookups {:?}",
+        c.id,
+        started.elapsed()
+    );
     let leases = c.leases(POD_NETWORK);
     for (netns, sandbox, other) in [(&a, &sb_a, &sb_b), (&b, &sb_b, &sb_a)] {
         assert_eq!(&netns.sandbox_id, sandbox);
