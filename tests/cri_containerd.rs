@@ -170,6 +170,22 @@ async fn unknown_pod_uid_is_none() {
 }
 
 #[tokio::test]
+async fn host_network_sandbox_has_no_pod_netns_to_plug_into() {
+    let c = Containerd::start().await;
+    let uid = format!("{}-uid-host", c.id);
+    let sandbox = c.run_host_network_sandbox("pod-host", &uid).await;
+    let client = CriClient::connect(&c.socket).await.expect("connect");
+    let err = client.pod_netns(&uid).await.unwrap_err();
+    assert!(
+        matches!(&err, CriError::HostNetwork { sandbox_id } if sandbox_id == &sandbox),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("host network"), "{err}");
+    // containerd ran no CNI ADD for it.
+    assert_eq!(c.leases(POD_NETWORK), Vec::new());
+}
+
+#[tokio::test]
 async fn stopped_sandbox_keeps_its_path_and_cni_del_still_releases_the_lease() {
     let c = Containerd::start().await;
     let uid = format!("{}-uid-stop", c.id);

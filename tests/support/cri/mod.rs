@@ -31,9 +31,9 @@ use std::time::{Duration, Instant};
 use hotnic::agent::cri::{CriClient, POD_UID_LABEL};
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    LinuxPodSandboxConfig, ListPodSandboxRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StatusRequest,
-    StopPodSandboxRequest,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -181,6 +181,21 @@ impl Containerd {
 
     /// Runs a pod sandbox (pod `name`, UID `uid`, `attempt`); returns its ID and the RunPodSandbox latency.
     pub async fn run_sandbox(&self, name: &str, uid: &str, attempt: u32) -> (String, Duration) {
+        self.run(name, uid, attempt, NamespaceMode::Pod).await
+    }
+
+    /// Runs a pod sandbox in the node's network namespace (`hostNetwork: true`; no CNI); returns its ID.
+    pub async fn run_host_network_sandbox(&self, name: &str, uid: &str) -> String {
+        self.run(name, uid, 0, NamespaceMode::Node).await.0
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        uid: &str,
+        attempt: u32,
+        network: NamespaceMode,
+    ) -> (String, Duration) {
         let labels = HashMap::from([
             (POD_UID_LABEL.to_owned(), uid.to_owned()),
             ("io.kubernetes.pod.name".to_owned(), name.to_owned()),
@@ -197,10 +212,22 @@ impl Containerd {
                     namespace: POD_NAMESPACE.to_owned(),
                     attempt,
                 }),
-                hostname: name.to_owned(),
+                // Like kubelet: no hostname for a host-network pod (it shares the node's UTS namespace).
+                hostname: if network == NamespaceMode::Node {
+                    String::new()
+                } else {
+                    name.to_owned()
+                },
                 labels,
                 linux: Some(LinuxPodSandboxConfig {
                     cgroup_parent: self.cgroup_parent.clone(),
+                    security_context: Some(LinuxSandboxSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            network: network as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 }),
                 ..Default::default()
