@@ -600,6 +600,22 @@ mod tests {
         assert_eq!(ids, ["tie-ready", "tie-notready", "mid", "old"]);
     }
 
+    /// The agent keeps one client in shared state and awaits lookups from spawned tasks / trait objects.
+    #[test]
+    fn client_and_lookup_futures_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        fn check(client: &CriClient) {
+            send_sync(client);
+            send(client.pod_netns("uid"));
+            send(client.pod_netns_all("uid"));
+            send(client.sandbox_netns("id"));
+            send(CriClient::detect());
+            send(CriClient::connect(Path::new("/x")));
+        }
+        let _ = check;
+    }
+
     #[test]
     fn no_runtime_lists_every_socket() {
         let err = CriError::NoRuntime {
