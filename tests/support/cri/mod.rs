@@ -621,8 +621,18 @@ impl Containerd {
             let mut all = walk_dirs(&dir);
             all.reverse(); // children first
             for cgroup in all {
-                if let Err(e) = fs::remove_dir(&cgroup) {
-                    eprintln!("cri harness: rmdir {}: {e}", cgroup.display());
+                // A just-killed process can keep its cgroup busy for a moment.
+                let mut tries = 0;
+                while let Err(e) = fs::remove_dir(&cgroup) {
+                    tries += 1;
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        break;
+                    }
+                    if tries == 50 {
+                        eprintln!("cri harness: rmdir {}: {e}", cgroup.display());
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
                 }
             }
         }
