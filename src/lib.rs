@@ -5,11 +5,13 @@
 //! - [`allocator`]: MAC allocation (range, allocator trait, in-memory allocator);
 //! - [`policy`]: the admission policy (mutations and rules);
 //! - [`check`]: `hotnic check`, the policy run offline on manifests;
-//! - [`admission`], [`webhook`], [`certs`]: AdmissionReview v1 on the wire, the TLS server, certificates.
+//! - [`admission`], [`webhook`], [`certs`]: AdmissionReview v1 on the wire, the TLS server, certificates;
+//! - [`agent`]: the node agent (CRI network-namespace lookup, ...).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod agent;
 pub mod allocator;
 pub mod certs;
 pub mod check;
