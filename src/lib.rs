@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod admission;
+pub mod agent;
 pub mod allocator;
 pub mod certs;
 pub mod check;
