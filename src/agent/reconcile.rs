@@ -178,7 +178,13 @@ impl Reconciler {
                 Some(why) => {
                     tracing::info!(pod = %pod, ifname = %e.ifname, why, "unplugging");
                     let unplug = e.state == CacheState::Added && want.is_none();
-                    match self.unplug(&e).await {
+                    let result = if e.state == CacheState::InProgress {
+                        let present = links.as_ref().is_some_and(|l| l.contains_key(&e.ifname));
+                        self.rollback(&e, present).await
+                    } else {
+                        self.unplug(&e).await
+                    };
+                    match result {
                         Ok(()) => {
                             if unplug {
                                 rep.events.push(AgentEvent {
@@ -446,6 +452,32 @@ impl Reconciler {
         self.cache.remove(&e.pod_uid, &e.ifname).await
     }
 
+    /// Rolls back an unfinished ADD: DEL through every plugin (not stopping at a failure). The
+    /// entry is forgotten when that worked, or when the DEL failed but the interface is not in the
+    /// pod (a plugin that rejected the config on ADD rejects it on DEL as well; retrying could
+    /// never succeed). It is kept, for another rollback, while the interface is still there.
+    pub async fn rollback(&self, e: &CacheEntry, link_present: bool) -> Result<(), CniError> {
+        let Ok(list) = NetConfList::parse(&e.config) else {
+            return self.cache.remove(&e.pod_uid, &e.ifname).await;
+        };
+        let mut rt = runtime_args(e);
+        if !e.netns.is_empty() && !Path::new(&e.netns).exists() {
+            rt.netns = String::new();
+        }
+        let errors = self
+            .invoker
+            .del_list_best_effort(&list, &rt, e.result.as_ref())
+            .await;
+        match errors.into_iter().next() {
+            Some(err) if link_present => Err(err),
+            Some(err) => {
+                tracing::warn!(pod_uid = %e.pod_uid, ifname = %e.ifname, error = %err, "rollback DEL failed but nothing is left in the pod; forgetting the attempt");
+                self.cache.remove(&e.pod_uid, &e.ifname).await
+            }
+            None => self.cache.remove(&e.pod_uid, &e.ifname).await,
+        }
+    }
+
     /// The pod is gone: DEL everything hotnic plugged into it and forget it.
     pub async fn teardown(&self, uid: &str) -> PodReport {
         let mut rep = PodReport::default();
@@ -458,7 +490,16 @@ impl Reconciler {
         };
         for e in entries {
             rep.managed.push(e.ifname.clone());
-            match self.unplug(&e).await {
+            let result = if e.state == CacheState::InProgress {
+                let present = match links::list(Path::new(&e.netns)).await {
+                    Ok(l) => l.contains_key(&e.ifname),
+                    Err(_) => Path::new(&e.netns).exists(),
+                };
+                self.rollback(&e, present).await
+            } else {
+                self.unplug(&e).await
+            };
+            match result {
                 Ok(()) => {
                     if e.state == CacheState::Added {
                         rep.events.push(AgentEvent {

@@ -134,6 +134,30 @@ impl Invoker {
         Ok(())
     }
 
+    /// DEL through the list in reverse order without stopping at a failure (rollback of a failed
+    /// ADD, where a plugin that rejected the config on ADD rejects it on DEL too): every error.
+    pub async fn del_list_best_effort(
+        &self,
+        list: &NetConfList,
+        rt: &RuntimeArgs,
+        cached: Option<&Value>,
+    ) -> Vec<CniError> {
+        let prev = if list.passes_prev_result_on_del() {
+            cached.filter(|v| v.is_object())
+        } else {
+            None
+        };
+        let mut errors = Vec::new();
+        for i in (0..list.plugins.len()).rev() {
+            let conf = list.plugin_config(i, prev, &rt.capability_args);
+            match self.run(list.plugin_type(i), "DEL", &conf, rt).await {
+                Ok(_) | Err(CniError::PluginNotFound { .. }) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
     /// Runs one plugin once; returns its stdout on success.
     pub async fn run(
         &self,
