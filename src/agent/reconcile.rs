@@ -129,7 +129,7 @@ impl Reconciler {
             }
         };
         let open = netns.as_ref().filter(|n| !n.closed);
-        let links: Option<Links> = match open {
+        let mut links: Option<Links> = match open {
             Some(n) => match links::list(&n.path).await {
                 Ok(l) => Some(l),
                 Err(e) => {
@@ -153,6 +153,7 @@ impl Reconciler {
         // 1. Cached attachments that must go: half-done ADDs, NICs no longer wanted (or wanted
         //    differently), and everything whose sandbox is gone, closed, replaced or lost the link.
         let mut kept: Vec<CacheEntry> = Vec::new();
+        let mut removed_any = false;
         for e in cached {
             let want = wanted.iter().find(|w| w.ifname == e.ifname);
             let why_remove = if e.state == CacheState::InProgress {
@@ -176,6 +177,7 @@ impl Reconciler {
             match why_remove {
                 None => kept.push(e),
                 Some(why) => {
+                    removed_any = true;
                     tracing::info!(pod = %pod, ifname = %e.ifname, why, "unplugging");
                     let unplug = e.state == CacheState::Added && want.is_none();
                     let result = if e.state == CacheState::InProgress {
@@ -211,6 +213,17 @@ impl Reconciler {
                             }
                         }
                     }
+                }
+            }
+        }
+
+        // What step 1 removed is gone from the namespace too: look again before plugging.
+        if let (Some(n), true) = (open, removed_any) {
+            match links::list(&n.path).await {
+                Ok(l) => links = Some(l),
+                Err(e) => {
+                    rep.errors.push(format!("{e:#}"));
+                    links = None;
                 }
             }
         }

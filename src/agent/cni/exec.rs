@@ -38,6 +38,10 @@ pub struct Invoker {
     pub cni_path: Vec<PathBuf>,
     /// Limit for one plugin run.
     pub timeout: Duration,
+    /// Run plugins inside this network namespace (through `nsenter`) instead of the caller's: the
+    /// namespace where bridges are made and macvlan masters are looked up (tests use a "node"
+    /// namespace of their own).
+    pub plugin_netns: Option<PathBuf>,
 }
 
 impl Default for Invoker {
@@ -56,6 +60,7 @@ impl Invoker {
                 .map(PathBuf::from)
                 .collect(),
             timeout,
+            plugin_netns: None,
         }
     }
 
@@ -175,7 +180,14 @@ impl Invoker {
             plugin: plugin.to_string(),
             why: e.to_string(),
         })?;
-        let mut cmd = tokio::process::Command::new(&bin);
+        let mut cmd = match &self.plugin_netns {
+            None => tokio::process::Command::new(&bin),
+            Some(ns) => {
+                let mut c = tokio::process::Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg("--").arg(&bin);
+                c
+            }
+        };
         cmd.env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", &rt.container_id)
             .env("CNI_NETNS", &rt.netns)
