@@ -12,6 +12,7 @@
 pub mod backoff;
 pub mod cni;
 pub mod desired;
+pub mod engine;
 pub mod links;
 pub mod manifests;
 pub mod metrics;
@@ -105,18 +106,16 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             std::process::exit(TEST_EXIT_CODE);
         }));
     }
-    let settings = standalone::Settings {
-        pods_dir,
+    let timing = engine::Timing {
         poll: args.poll_interval,
         resync: args.resync,
         backoff: backoff::Backoff {
             base: args.backoff_base,
             max: args.backoff_max,
         },
-        once: args.once,
     };
-    tracing::info!(dir = %settings.pods_dir.display(), state = %args.state_dir.display(), "agent running standalone");
-    standalone::run(&rec, &settings, shutdown()).await
+    tracing::info!(dir = %pods_dir.display(), state = %args.state_dir.display(), "agent running standalone");
+    standalone::run(&rec, pods_dir, &timing, args.once, shutdown()).await
 }
 
 async fn shutdown() {
