@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cni;
 pub mod desired;
 pub mod engine;
+pub mod kube;
 pub mod links;
 pub mod manifests;
 pub mod metrics;
@@ -34,8 +35,13 @@ pub struct AgentArgs {
     /// from this directory and write status to DIR/status/{namespace}_{name}.json.
     #[arg(long, env = "HOTNIC_PODS_DIR")]
     pub pods_dir: Option<PathBuf>,
-    /// Kubernetes mode: manage the pods of this node (not in this build; use --pods-dir).
-    #[arg(long, env = "HOTNIC_NODE", conflicts_with = "pods_dir")]
+    /// Kubernetes mode: manage the pods of this node (API server from in-cluster config or KUBECONFIG).
+    #[arg(
+        long,
+        env = "HOTNIC_NODE",
+        conflicts_with = "pods_dir",
+        required_unless_present = "pods_dir"
+    )]
     pub node: Option<String>,
     /// Pod network namespace path; {namespace}, {name} and {uid} are substituted.
     #[arg(long, env = "HOTNIC_NETNS_PATH_TEMPLATE", default_value = netns::DEFAULT_TEMPLATE)]
@@ -49,6 +55,10 @@ pub struct AgentArgs {
     /// Limit for one plugin run (the plugin is killed after it).
     #[arg(long, env = "HOTNIC_PLUGIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub plugin_timeout: Duration,
+    /// Run CNI plugins inside this network namespace (via nsenter) instead of the agent's own:
+    /// where bridges are made and macvlan masters looked up.
+    #[arg(long, env = "HOTNIC_PLUGIN_NETNS")]
+    pub plugin_netns: Option<PathBuf>,
     /// Admin listen address, plain HTTP: /livez /readyz /metrics (off when not given).
     #[arg(long, env = "HOTNIC_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
@@ -82,18 +92,15 @@ pub const TEST_EXIT_CODE: i32 = 86;
 /// Runs `hotnic agent`.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let Some(pods_dir) = args.pods_dir.clone() else {
-        anyhow::bail!(
-            "Kubernetes mode (--node) is not implemented in this build; run standalone with --pods-dir DIR"
-        );
-    };
     let m = Arc::new(metrics::Metrics::new());
     let _admin = match args.admin_listen {
         Some(addr) => Some(metrics::serve_admin(addr, m.clone()).await?),
         None => None,
     };
+    let mut invoker = cni::Invoker::new(&args.cni_path, args.plugin_timeout);
+    invoker.plugin_netns = args.plugin_netns.clone();
     let mut rec = reconcile::Reconciler::new(
-        cni::Invoker::new(&args.cni_path, args.plugin_timeout),
+        invoker,
         cni::ResultCache::new(&args.state_dir),
         Arc::new(netns::TemplateResolver::new(
             args.netns_path_template.clone(),
@@ -114,8 +121,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             max: args.backoff_max,
         },
     };
-    tracing::info!(dir = %pods_dir.display(), state = %args.state_dir.display(), "agent running standalone");
-    standalone::run(&rec, pods_dir, &timing, args.once, shutdown()).await
+    match (&args.pods_dir, &args.node) {
+        (Some(dir), _) => {
+            tracing::info!(dir = %dir.display(), state = %args.state_dir.display(), "agent running standalone");
+            standalone::run(&rec, dir.clone(), &timing, args.once, shutdown()).await
+        }
+        (None, Some(node)) => {
+            tracing::info!(node, state = %args.state_dir.display(), "agent running for a Kubernetes node");
+            kube::run(&rec, node, &timing, shutdown()).await
+        }
+        (None, None) => {
+            anyhow::bail!("give --pods-dir DIR (standalone) or --node NAME (Kubernetes)")
+        }
+    }
 }
 
 async fn shutdown() {

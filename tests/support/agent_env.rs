@@ -351,3 +351,37 @@ pub fn nic_states(status: &Value) -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+impl Node {
+    /// Starts `hotnic agent --node NODE` in the test's own network namespace (so it reaches an API
+    /// server on 127.0.0.1), with plugins run inside the node namespace.
+    pub fn kube_agent(&self, node_name: &str, kubeconfig: &Path) -> Agent {
+        let log = self.dir.path().join(format!("agent-{}.log", unique()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotnic"));
+        cmd.arg("agent")
+            .args(["--node", node_name])
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--plugin-netns")
+            .arg(self.ns.path())
+            .args(["--netns-path-template", "/run/netns/{uid}"])
+            .args([
+                "--poll-interval",
+                "200ms",
+                "--backoff-base",
+                "200ms",
+                "--backoff-max",
+                "2s",
+            ])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "hotnic=debug")
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().unwrap())
+            .stderr(logf);
+        Agent {
+            child: cmd.spawn().expect("starting hotnic agent"),
+            log,
+        }
+    }
+}
