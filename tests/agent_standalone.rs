@@ -258,7 +258,8 @@ fn bad_configs_fail_with_the_plugin_message_and_are_retried() {
         ("noplug", "eth2", "02:00:00:0d:00:02"),
     ];
     node.put("pod", &multus_pod("t4", "bad", &pod_ns.name, &nets));
-    let agent = node.agent(&[], &[]);
+    // The node namespace has its own port space: a fixed admin port is fine.
+    let agent = node.agent(&["--admin-listen", "127.0.0.1:9808"], &[]);
     let states = wait_for("both NICs Failed", LIMIT, || {
         let s = node.status("t4", "bad").ok_or("no status")?;
         let st = nic_states(&s);
