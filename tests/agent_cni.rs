@@ -304,3 +304,30 @@ async fn half_done_add_is_rolled_back_then_replugged_once() {
     rec.teardown(&pod_ns.name).await;
     assert!(node.leases("half").is_empty() && node.cache_files().is_empty());
 }
+
+#[tokio::test]
+async fn a_duplicate_interface_name_fails_and_the_first_stays() {
+    require_root_and_plugins();
+    let node = Node::new();
+    let pod_ns = Netns::new("pod");
+    let rec = reconciler(&node);
+    let conf = bridge_config(&node, "dup", "10.102.0.0/24");
+    let want = [
+        wanted("eth1", "dup", "02:00:00:12:00:01", &conf),
+        wanted("eth1", "dup", "02:00:00:12:00:02", &conf),
+    ];
+    let rep = rec.reconcile(&pod(&pod_ns), &want).await;
+    assert_eq!(rep.nics[0].state, NicState::Ready, "{rep:?}");
+    assert_eq!(rep.nics[1].state, NicState::Failed);
+    assert!(
+        rep.nics[1].reason.contains("used by an earlier NIC"),
+        "{rep:?}"
+    );
+    assert_eq!(
+        mac_of(&pod_ns, "eth1").as_deref(),
+        Some("02:00:00:12:00:01")
+    );
+    assert_eq!(node.leases("dup").len(), 1);
+    rec.teardown(&pod_ns.name).await;
+    assert!(node.leases("dup").is_empty() && node.cache_files().is_empty());
+}

@@ -17,7 +17,9 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Error as KubeError};
 use serde_json::{Value, json};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How many times a status write is retried after a conflict.
@@ -29,7 +31,15 @@ pub struct KubeBackend {
     node: String,
     store: Store<DynamicObject>,
     nad: ApiResource,
+    nad_cache: NadCache,
 }
+
+/// Recent NetworkAttachmentDefinition lookups: when, and the config or why there is none.
+type NadCache = Mutex<HashMap<NetworkRef, (Instant, Result<String, String>)>>;
+
+/// How long a NetworkAttachmentDefinition lookup is reused (every pass resolves every pod's
+/// networks; this keeps that from becoming a GET per NIC per pass).
+const NAD_TTL: Duration = Duration::from_secs(5);
 
 /// The NetworkAttachmentDefinition resource.
 pub fn nad_resource() -> ApiResource {
@@ -50,6 +60,21 @@ fn is_conflict(e: &KubeError) -> bool {
 }
 
 impl KubeBackend {
+    async fn fetch_network_config(&self, net: &NetworkRef) -> Result<String, String> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &net.namespace, &self.nad);
+        match api.get_opt(&net.name).await {
+            Ok(Some(o)) => match o.data.get("spec").and_then(|s| s.get("config")) {
+                Some(Value::String(c)) => Ok(c.clone()),
+                _ => Err(format!(
+                    "NetworkAttachmentDefinition {net} has no spec.config string"
+                )),
+            },
+            Ok(None) => Err(format!("NetworkAttachmentDefinition {net} not found")),
+            Err(e) => Err(format!("getting NetworkAttachmentDefinition {net}: {e}")),
+        }
+    }
+
     async fn patch_guarded(
         &self,
         d: &DesiredPod,
@@ -144,18 +169,21 @@ impl Backend for KubeBackend {
     }
 
     async fn network_config(&self, net: &NetworkRef) -> Result<String, String> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &net.namespace, &self.nad);
-        match api.get_opt(&net.name).await {
-            Ok(Some(o)) => match o.data.get("spec").and_then(|s| s.get("config")) {
-                Some(Value::String(c)) => Ok(c.clone()),
-                _ => Err(format!(
-                    "NetworkAttachmentDefinition {net} has no spec.config string"
-                )),
-            },
-            Ok(None) => Err(format!("NetworkAttachmentDefinition {net} not found")),
-            Err(e) => Err(format!("getting NetworkAttachmentDefinition {net}: {e}")),
+        if let Some((at, r)) = self
+            .nad_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(net)
+            && at.elapsed() < NAD_TTL
+        {
+            return r.clone();
         }
+        let r = self.fetch_network_config(net).await;
+        self.nad_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(net.clone(), (Instant::now(), r.clone()));
+        r
     }
 
     async fn publish(&self, pod: &Value, d: &DesiredPod, rep: &PodReport) -> anyhow::Result<()> {
@@ -228,6 +256,7 @@ pub async fn run(
         node: node.to_string(),
         store,
         nad: nad_resource(),
+        nad_cache: Mutex::default(),
     };
     let r = Engine::default()
         .run(rec, &backend, timing, false, Some(wake), stop)

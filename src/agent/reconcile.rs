@@ -228,8 +228,17 @@ impl Reconciler {
             }
         }
 
-        // 2. Wanted NICs.
-        for w in wanted {
+        // 2. Wanted NICs (a name asked for twice: only the first is plugged).
+        for (i, w) in wanted.iter().enumerate() {
+            if wanted[..i].iter().any(|o| o.ifname == w.ifname) {
+                let msg = format!(
+                    "interface name {} is used by an earlier NIC of this pod",
+                    w.ifname
+                );
+                rep.errors.push(msg.clone());
+                rep.nics.push(status(w, NicState::Failed, msg));
+                continue;
+            }
             let cached = kept.iter().find(|e| e.ifname == w.ifname);
             let st = match (cached, open, &links) {
                 (Some(e), _, _) if e.state == CacheState::InProgress => status(
