@@ -8,6 +8,7 @@ use super::desired::{self, DesiredPod};
 use super::netns::PodRef;
 use super::reconcile::{PodReport, Reconciler};
 use crate::model::NetworkRef;
+use futures::StreamExt;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub struct Timing {
     pub resync: Duration,
     /// Retry delays.
     pub backoff: Backoff,
+    /// How many pods are reconciled at once.
+    pub parallel: usize,
 }
 
 #[derive(Debug)]
@@ -55,6 +58,8 @@ struct PodState {
     last_pass: Instant,
     retry_at: Option<Instant>,
     failures: u32,
+    /// Whether hotnic has NICs to manage in it (for the `pods_managed` gauge).
+    managed: bool,
 }
 
 /// The engine's memory across passes.
@@ -104,6 +109,7 @@ impl Engine {
         let (objs, complete) = backend.pods().await?;
         let now = Instant::now();
         let mut seen = Vec::new();
+        let mut work = Vec::new();
         for obj in &objs {
             let Some(mut d) = desired::read_pod(obj) else {
                 continue;
@@ -137,19 +143,35 @@ impl Engine {
                     last_pass: now,
                     retry_at: None,
                     failures: 0,
+                    managed: false,
                 });
             let due = st.input_hash != hash
                 || st.retry_at.is_some_and(|t| t <= now)
                 || now.duration_since(st.last_pass) >= timing.resync;
-            if !due {
-                continue;
+            if due {
+                work.push((obj, d, hash));
             }
-            let rep = rec.reconcile(&d.pod, &d.nics).await;
-            log_events(&d.pod, &rep);
+        }
+        // Pods are independent: reconcile a few at once (NICs within a pod stay in order).
+        let done: Vec<_> = futures::stream::iter(work)
+            .map(|(obj, d, hash)| async move {
+                let rep = rec.reconcile(&d.pod, &d.nics).await;
+                log_events(&d.pod, &rep);
+                let published = backend.publish(obj, &d, &rep).await;
+                (d, hash, rep, published)
+            })
+            .buffer_unordered(timing.parallel.max(1))
+            .collect()
+            .await;
+        for (d, hash, rep, published) in done {
+            let Some(st) = self.pods.get_mut(&d.pod.uid) else {
+                continue;
+            };
             st.input_hash = hash;
             st.last_pass = Instant::now();
+            st.managed = !rep.managed.is_empty();
             let mut failed = rep.needs_retry();
-            if let Err(e) = backend.publish(obj, &d, &rep).await {
+            if let Err(e) = published {
                 tracing::warn!(pod = %d.pod, error = %format!("{e:#}"), "publishing status failed");
                 failed = true;
             }
@@ -167,7 +189,8 @@ impl Engine {
         if complete {
             self.teardown_gone(rec, backend, timing, &seen, now).await;
         }
-        rec.metrics.pods_managed.set(self.pods.len() as i64);
+        let managed = self.pods.values().filter(|p| p.managed).count();
+        rec.metrics.pods_managed.set(managed as i64);
         Ok(())
     }
 
@@ -224,6 +247,7 @@ impl Engine {
                     last_pass: now,
                     retry_at: None,
                     failures: 0,
+                    managed: true,
                 });
                 st.failures += 1;
                 st.retry_at = Some(Instant::now() + timing.backoff.delay(st.failures));

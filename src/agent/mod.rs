@@ -74,6 +74,9 @@ pub struct AgentArgs {
     /// Longest retry delay.
     #[arg(long, env = "HOTNIC_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
+    /// How many pods are reconciled at once (NICs within a pod are plugged in order).
+    #[arg(long, env = "HOTNIC_PARALLEL_PODS", default_value_t = 4)]
+    pub parallel_pods: usize,
     /// Reconcile once and exit.
     #[arg(long, env = "HOTNIC_ONCE")]
     pub once: bool,
@@ -120,6 +123,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             base: args.backoff_base,
             max: args.backoff_max,
         },
+        parallel: args.parallel_pods,
     };
     match (&args.pods_dir, &args.node) {
         (Some(dir), _) => {
