@@ -68,18 +68,13 @@ pub struct Ca {
 
 impl std::fmt::Debug for Ca {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ca")
-            .field("days", &self.days)
-            .finish_non_exhaustive()
+        f.debug_struct("Ca").field("days", &self.days).finish_non_exhaustive()
     }
 }
 
 fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
     let now = OffsetDateTime::now_utc();
-    (
-        now - Duration::minutes(5),
-        now + Duration::days(i64::from(days)),
-    )
+    (now - Duration::minutes(5), now + Duration::days(i64::from(days)))
 }
 
 impl Ca {
@@ -92,11 +87,7 @@ impl Ca {
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         (ca.not_before, ca.not_after) = validity(days);
         let cert = ca.self_signed(&key).context("signing the CA")?;
-        Ok(Ca {
-            issuer: Issuer::new(ca, key),
-            pem: cert.pem(),
-            days,
-        })
+        Ok(Ca { issuer: Issuer::new(ca, key), pem: cert.pem(), days })
     }
 
     /// The CA certificate, PEM.
@@ -106,10 +97,7 @@ impl Ca {
 
     /// Issues a serving certificate (ECDSA P-256) for `dns` and `ips`: (certificate PEM, key PEM).
     pub fn issue(&self, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(String, String)> {
-        anyhow::ensure!(
-            !dns.is_empty() || !ips.is_empty(),
-            "give at least one --dns name or --ip"
-        );
+        anyhow::ensure!(!dns.is_empty() || !ips.is_empty(), "give at least one --dns name or --ip");
         let key = KeyPair::generate().context("generating the serving key")?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(dns.first().map_or("hotnic-webhook", String::as_str));
@@ -123,15 +111,10 @@ impl Ca {
             })
             .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
             .collect::<Result<_>>()?;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         (params.not_before, params.not_after) = validity(days.min(self.days));
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .context("signing the serving certificate")?;
+        let cert = params.signed_by(&key, &self.issuer).context("signing the serving certificate")?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
@@ -140,11 +123,7 @@ impl Ca {
 pub fn generate(dns: &[String], ips: &[IpAddr], days: u32) -> Result<Generated> {
     let ca = Ca::new(days)?;
     let (cert_pem, key_pem) = ca.issue(dns, ips, days)?;
-    Ok(Generated {
-        ca_pem: ca.pem,
-        cert_pem,
-        key_pem,
-    })
+    Ok(Generated { ca_pem: ca.pem, cert_pem, key_pem })
 }
 
 fn name(common: &str) -> DistinguishedName {

@@ -28,20 +28,14 @@ fn main() {
     let code = match cli.command {
         Command::Check(args) => hotnic::check::run(&args),
         Command::Certs(args) => report(hotnic::certs::run(&args)),
-        Command::Agent(args) => {
-            report(runtime().and_then(|rt| rt.block_on(hotnic::agent::run(args))))
-        }
-        Command::Webhook(args) => {
-            report(runtime().and_then(|rt| rt.block_on(hotnic::webhook::run(args))))
-        }
+        Command::Agent(args) => report(runtime().and_then(|rt| rt.block_on(hotnic::agent::run(args)))),
+        Command::Webhook(args) => report(runtime().and_then(|rt| rt.block_on(hotnic::webhook::run(args)))),
     };
     std::process::exit(code);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
 fn report(r: anyhow::Result<()>) -> i32 {

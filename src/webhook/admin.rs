@@ -29,14 +29,8 @@ pub fn router(app: Arc<AppState>, certs: Option<Arc<CertStore>>) -> Router {
 async fn readyz(State(a): State<Admin>) -> Response {
     let problems: Vec<&str> = [
         (a.certs.is_none(), "certificates not loaded"),
-        (
-            !a.app.policy.allocator().is_ready(),
-            "MAC allocator not ready",
-        ),
-        (
-            a.app.stopping.load(Ordering::Relaxed) || a.app.draining.load(Ordering::Relaxed),
-            "shutting down",
-        ),
+        (!a.app.policy.allocator().is_ready(), "MAC allocator not ready"),
+        (a.app.stopping.load(Ordering::Relaxed) || a.app.draining.load(Ordering::Relaxed), "shutting down"),
     ]
     .into_iter()
     .filter_map(|(bad, why)| bad.then_some(why))
@@ -44,11 +38,7 @@ async fn readyz(State(a): State<Admin>) -> Response {
     if problems.is_empty() {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join(", ")),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", problems.join(", "))).into_response()
     }
 }
 
@@ -59,10 +49,7 @@ async fn metrics(State(a): State<Admin>) -> Response {
         m.cert_not_after.set(c.info().not_after);
     }
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         m.encode(),
     )
         .into_response()

@@ -70,32 +70,16 @@ impl Metrics {
         let cert_reloads = Counter::default();
         let macs_held = Gauge::<u64, AtomicU64>::default();
         registry.register("reviews", "Admission reviews answered", reviews.clone());
-        registry.register(
-            "review_duration_seconds",
-            "Time to answer a review",
-            latency.clone(),
-        );
+        registry.register("review_duration_seconds", "Time to answer a review", latency.clone());
         registry.register("denial_causes", "Denial causes by rule", denials.clone());
-        registry.register(
-            "in_flight_reviews",
-            "Reviews being answered",
-            in_flight.clone(),
-        );
+        registry.register("in_flight_reviews", "Reviews being answered", in_flight.clone());
         registry.register(
             "certificate_not_after_seconds",
             "Expiry of the serving certificate (Unix time)",
             cert_not_after.clone(),
         );
-        registry.register(
-            "certificate_reloads",
-            "Serving certificate reloads",
-            cert_reloads.clone(),
-        );
-        registry.register(
-            "macs_allocated",
-            "MAC addresses the allocator holds",
-            macs_held.clone(),
-        );
+        registry.register("certificate_reloads", "Serving certificate reloads", cert_reloads.clone());
+        registry.register("macs_allocated", "MAC addresses the allocator holds", macs_held.clone());
         Metrics {
             registry,
             reviews,

@@ -39,11 +39,7 @@ pub struct WebhookArgs {
     #[arg(long, env = "HOTNIC_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
     /// Range injected MACs come from (locally administered unicast addresses only).
-    #[arg(
-        long,
-        env = "HOTNIC_MAC_RANGE",
-        default_value = "02:00:00:00:00:00-02:ff:ff:ff:ff:ff"
-    )]
+    #[arg(long, env = "HOTNIC_MAC_RANGE", default_value = "02:00:00:00:00:00-02:ff:ff:ff:ff:ff")]
     pub mac_range: MacRange,
     /// Interface capacity for workloads that state none (before max with their NIC count).
     #[arg(long, env = "HOTNIC_DEFAULT_CAPACITY", default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=32))]
@@ -108,22 +104,14 @@ impl Config {
         let (tls_cert, tls_key) = match (&a.tls_cert, &a.tls_key) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             _ if a.dev => crate::certs::ensure_dev(&a.dev_certs_dir)?,
-            _ => anyhow::bail!(
-                "--tls-cert and --tls-key are required (or --dev for self-signed development certificates)"
-            ),
+            _ => anyhow::bail!("--tls-cert and --tls-key are required (or --dev for self-signed development certificates)"),
         };
         Ok(Config {
-            listen: a
-                .listen
-                .unwrap_or(if a.dev { loopback(8443) } else { any(8443) }),
-            admin_listen: a
-                .admin_listen
-                .unwrap_or(if a.dev { loopback(8080) } else { any(8080) }),
+            listen: a.listen.unwrap_or(if a.dev { loopback(8443) } else { any(8443) }),
+            admin_listen: a.admin_listen.unwrap_or(if a.dev { loopback(8080) } else { any(8080) }),
             tls_cert,
             tls_key,
-            policy: PolicyConfig {
-                default_capacity: a.default_capacity,
-            },
+            policy: PolicyConfig { default_capacity: a.default_capacity },
             mac_range: a.mac_range,
             max_body_bytes: a.max_body_bytes,
             limits: ConnLimits {
@@ -168,19 +156,12 @@ impl Running {
 pub async fn start(cfg: Config) -> Result<Running> {
     let store = Arc::new(CertStore::open(&cfg.tls_cert, &cfg.tls_key)?);
     let tls = tls::server_config(store.clone())?;
-    let policy = Policy::new(
-        cfg.policy.clone(),
-        Arc::new(InMemoryAllocator::new(cfg.mac_range)),
-    );
+    let policy = Policy::new(cfg.policy.clone(), Arc::new(InMemoryAllocator::new(cfg.mac_range)));
     let metrics = Arc::new(Metrics::new());
     metrics.cert_not_after.set(store.info().not_after);
     let state = AppState::new(policy, metrics.clone());
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.listen))?;
-    let admin = TcpListener::bind(cfg.admin_listen)
-        .await
-        .with_context(|| format!("binding {}", cfg.admin_listen))?;
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("binding {}", cfg.listen))?;
+    let admin = TcpListener::bind(cfg.admin_listen).await.with_context(|| format!("binding {}", cfg.admin_listen))?;
     let addr = listener.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let info = store.info();
@@ -226,13 +207,7 @@ pub async fn start(cfg: Config) -> Result<Running> {
             tracing::info!("hotnic webhook stopped");
         }
     });
-    Ok(Running {
-        addr,
-        admin_addr,
-        state,
-        stop: Some(stop_tx),
-        done,
-    })
+    Ok(Running { addr, admin_addr, state, stop: Some(stop_tx), done })
 }
 
 /// Runs `hotnic webhook` until SIGTERM or SIGINT, then shuts down gracefully.

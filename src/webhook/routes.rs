@@ -60,10 +60,7 @@ async fn validate(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
 }
 
 async fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "no such endpoint; POST AdmissionReviews to /mutate or /validate",
-    )
+    error(StatusCode::NOT_FOUND, "no such endpoint; POST AdmissionReviews to /mutate or /validate")
 }
 
 /// A JSON error body.
@@ -91,12 +88,8 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
     let metrics = &s.metrics;
     let endpoint = phase.as_str();
     if s.draining.load(Ordering::Relaxed) {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down; retry on another replica",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "shutting down; retry on another replica");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
     let _in_flight = InFlight::new(metrics);
@@ -104,12 +97,7 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
     let invalid = |status: StatusCode, message: String| {
         metrics
             .reviews
-            .get_or_create(&ReviewLabels {
-                endpoint,
-                kind: "invalid".into(),
-                operation: "",
-                verdict: "error",
-            })
+            .get_or_create(&ReviewLabels { endpoint, kind: "invalid".into(), operation: "", verdict: "error" })
             .inc();
         tracing::info!(endpoint, status = status.as_u16(), error = %message, "rejected a request");
         error(status, &message)
@@ -139,11 +127,7 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         Phase::Validate => s.policy.validate(&request),
     };
     let body = response(&review.uid, phase, &outcome);
-    let verdict = if outcome.is_allowed() {
-        "allowed"
-    } else {
-        "denied"
-    };
+    let verdict = if outcome.is_allowed() { "allowed" } else { "denied" };
     let elapsed = start.elapsed();
     metrics
         .reviews
@@ -161,22 +145,12 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
     match &outcome {
         Outcome::Denied(d) => {
             for c in &d.causes {
-                metrics
-                    .denials
-                    .get_or_create(&RuleLabels {
-                        rule: c.rule.as_str(),
-                    })
-                    .inc();
+                metrics.denials.get_or_create(&RuleLabels { rule: c.rule.as_str() }).inc();
             }
             tracing::info!(verdict, latency_us = elapsed.as_micros() as u64, causes = d.causes.len(), message = %d.message(), "review answered");
         }
         Outcome::Allowed { patch, .. } => {
-            tracing::info!(
-                verdict,
-                latency_us = elapsed.as_micros() as u64,
-                patch_ops = patch.0.len(),
-                "review answered"
-            );
+            tracing::info!(verdict, latency_us = elapsed.as_micros() as u64, patch_ops = patch.0.len(), "review answered");
         }
     }
     metrics.macs_held.set(s.policy.allocator().held() as u64);

@@ -44,10 +44,8 @@ fn inspect_der(der: &CertificateDer<'_>) -> Result<CertInfo> {
             match name {
                 GeneralName::DNSName(d) => dns.push(d.to_string()),
                 GeneralName::IPAddress(b) => ips.push(match b.len() {
-                    4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default())
-                        .to_string(),
-                    16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default())
-                        .to_string(),
+                    4 => std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).unwrap_or_default()).to_string(),
+                    16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).unwrap_or_default()).to_string(),
                     _ => format!("{b:?}"),
                 }),
                 _ => {}
@@ -77,9 +75,7 @@ pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .context("reading the certificate PEM")?;
-    let first = chain
-        .first()
-        .ok_or_else(|| anyhow!("the certificate file holds no certificate"))?;
+    let first = chain.first().ok_or_else(|| anyhow!("the certificate file holds no certificate"))?;
     let info = inspect_der(first)?;
     let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the private key PEM")?;
     let provider = provider();
@@ -130,21 +126,14 @@ impl CertStore {
 
     /// What is being served.
     pub fn info(&self) -> CertInfo {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .0
-            .info
-            .clone()
+        self.current.read().unwrap_or_else(|e| e.into_inner()).0.info.clone()
     }
 
     /// Re-reads the files (following symlinks, so a `..data` swap is seen); swaps the pair when
     /// they changed. A failed reload keeps the old pair. Blocking: call off the async runtime.
     pub fn reload(&self) -> Result<bool> {
-        let cert = std::fs::read(&self.cert_path)
-            .with_context(|| format!("reading {}", self.cert_path.display()))?;
-        let key = std::fs::read(&self.key_path)
-            .with_context(|| format!("reading {}", self.key_path.display()))?;
+        let cert = std::fs::read(&self.cert_path).with_context(|| format!("reading {}", self.cert_path.display()))?;
+        let key = std::fs::read(&self.key_path).with_context(|| format!("reading {}", self.key_path.display()))?;
         let stamp = [cert.as_slice(), key.as_slice()].concat();
         if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == stamp {
             return Ok(false);
@@ -156,11 +145,7 @@ impl CertStore {
     }
 
     /// Polls the files every `interval` until `stop` resolves, reloading on change.
-    pub async fn watch(
-        self: Arc<Self>,
-        interval: Duration,
-        on_reload: impl Fn(&CertInfo) + Send + 'static,
-    ) {
+    pub async fn watch(self: Arc<Self>, interval: Duration, on_reload: impl Fn(&CertInfo) + Send + 'static) {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -169,9 +154,7 @@ impl CertStore {
             match tokio::task::spawn_blocking(move || store.reload()).await {
                 Ok(Ok(true)) => on_reload(&self.info()),
                 Ok(Ok(false)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "certificate reload failed; still serving the previous pair")
-                }
+                Ok(Err(e)) => tracing::warn!(error = %format!("{e:#}"), "certificate reload failed; still serving the previous pair"),
                 Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
             }
         }
@@ -179,24 +162,15 @@ impl CertStore {
 }
 
 fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Loaded, Vec<u8>)> {
-    let cert =
-        std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
+    let cert = std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
     let key = std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
-    let loaded = load_pair(&cert, &key)
-        .with_context(|| format!("{} / {}", cert_path.display(), key_path.display()))?;
+    let loaded = load_pair(&cert, &key).with_context(|| format!("{} / {}", cert_path.display(), key_path.display()))?;
     Ok((loaded, [cert, key].concat()))
 }
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .0
-                .key
-                .clone(),
-        )
+        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).0.key.clone())
     }
 }
 
