@@ -331,3 +331,74 @@ async fn a_duplicate_interface_name_fails_and_the_first_stays() {
     rec.teardown(&pod_ns.name).await;
     assert!(node.leases("dup").is_empty() && node.cache_files().is_empty());
 }
+
+/// A resolver whose sandbox can be "stopped" (as CRI reports `netNamespaceClosed: true`).
+struct Switchable {
+    path: std::path::PathBuf,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl hotnic::agent::netns::NetnsResolver for Switchable {
+    fn netns<'a>(
+        &'a self,
+        _pod: &'a hotnic::agent::netns::PodRef,
+    ) -> hotnic::agent::netns::NetnsFuture<'a> {
+        Box::pin(async move {
+            Ok(Some(hotnic::agent::netns::SandboxNetns {
+                path: self.path.clone(),
+                closed: self.closed.load(std::sync::atomic::Ordering::SeqCst),
+            }))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_stopped_sandbox_is_released_with_its_old_path_and_replugged_when_back() {
+    require_root_and_plugins();
+    let node = Node::new();
+    let pod_ns = Netns::new("pod");
+    let resolver = Arc::new(Switchable {
+        path: pod_ns.path(),
+        closed: false.into(),
+    });
+    let rec = Reconciler::new(
+        invoker(&node),
+        ResultCache::new(&node.state_dir()),
+        resolver.clone(),
+        Arc::new(Metrics::new()),
+    );
+    let want = [wanted(
+        "eth1",
+        "stop",
+        "02:00:00:13:00:01",
+        &bridge_config(&node, "stop", "10.103.0.0/24"),
+    )];
+    assert_eq!(
+        rec.reconcile(&pod(&pod_ns), &want).await.nics[0].state,
+        NicState::Ready
+    );
+    assert_eq!(node.leases("stop").len(), 1);
+    resolver
+        .closed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let rep = rec.reconcile(&pod(&pod_ns), &want).await;
+    assert_eq!(rep.nics[0].state, NicState::Unknown, "{rep:?}");
+    assert!(rep.nics[0].reason.contains("stopped"), "{rep:?}");
+    assert!(rep.needs_retry() && rep.errors.is_empty(), "{rep:?}");
+    assert!(
+        node.leases("stop").is_empty(),
+        "the lease is released while the sandbox is stopped"
+    );
+    assert!(node.cache_files().is_empty());
+    resolver
+        .closed
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    let rep = rec.reconcile(&pod(&pod_ns), &want).await;
+    assert_eq!(rep.nics[0].state, NicState::Ready, "{rep:?}");
+    assert_eq!(
+        mac_of(&pod_ns, "eth1").as_deref(),
+        Some("02:00:00:13:00:01")
+    );
+    rec.teardown(&pod_ns.name).await;
+    assert!(node.leases("stop").is_empty());
+}

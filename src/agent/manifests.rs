@@ -122,3 +122,56 @@ fn add_object(out: &mut Scan, obj: Value) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn reads_kinds_from_yaml_json_lists_and_reports_bad_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\n---\n\
+             apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\n\
+             metadata: {name: n1, namespace: ns}\nspec: {config: '{\"name\":\"n1\"}'}\n---\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("b.json"),
+            r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p2"}},{"kind":"Service"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("c.yml"),
+            "kind: NetworkAttachmentDefinition\nmetadata: {name: n2}\nspec: {config: {}}\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("bad.json"), "{").unwrap();
+        std::fs::write(d.path().join(".hidden.json"), "{").unwrap();
+        std::fs::write(d.path().join("notes.txt"), "x").unwrap();
+        let s = scan(d.path()).await.unwrap();
+        assert_eq!(s.pods.len(), 2);
+        let n1 = NetworkRef {
+            namespace: "ns".into(),
+            name: "n1".into(),
+        };
+        assert_eq!(s.config(&n1), Ok("{\"name\":\"n1\"}".to_string()));
+        let n2 = NetworkRef {
+            namespace: "default".into(),
+            name: "n2".into(),
+        };
+        assert!(
+            s.config(&n2)
+                .unwrap_err()
+                .contains("must be a CNI JSON string")
+        );
+        let missing = NetworkRef {
+            namespace: "x".into(),
+            name: "y".into(),
+        };
+        assert!(s.config(&missing).unwrap_err().contains("x/y not found"));
+        assert_eq!(s.bad_files.len(), 1);
+        assert!(s.bad_files[0].0.ends_with("bad.json"));
+    }
+}
