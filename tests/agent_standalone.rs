@@ -332,3 +332,68 @@ fn bad_configs_fail_with_the_plugin_message_and_are_retried() {
         }
     });
 }
+
+#[test]
+fn agent_killed_at_arbitrary_points_converges_without_leaks() {
+    require_root_and_plugins();
+    let node = Node::new();
+    let pod_ns = Netns::new("pod");
+    node.put(
+        "nad",
+        &node.bridge_nad("t5", "net5", "hnbr6", "10.104.0.0/24"),
+    );
+    let nics: Vec<(String, String)> = (1..=6)
+        .map(|i| (format!("eth{i}"), format!("02:00:00:14:00:{i:02x}")))
+        .collect();
+    let spec: Vec<(&str, &str, &str)> = nics
+        .iter()
+        .map(|(n, m)| ("net5", n.as_str(), m.as_str()))
+        .collect();
+    node.put("pod", &multus_pod("t5", "kill", &pod_ns.name, &spec));
+    // SIGKILL the agent at varying points of plugging (no cleanup code runs).
+    for delay_ms in [15u64, 35, 60, 25, 90, 45] {
+        let mut a = node.agent(&[], &[]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+    }
+    let agent = node.agent(&[], &[]);
+    ready_nics(&node, "t5", "kill", 6);
+    // Exactly what is wanted: six interfaces with their MACs, six leases, six finished entries.
+    let addrs = pod_ns.addrs();
+    for (n, m) in &nics {
+        let a = addrs
+            .iter()
+            .find(|(i, _, _)| i == n)
+            .unwrap_or_else(|| panic!("{n} missing: {addrs:?}"));
+        assert_eq!(&a.1, m);
+        assert_eq!(a.2.len(), 1, "{a:?}");
+    }
+    assert_eq!(addrs.len(), 7, "{addrs:?}");
+    let leased: Vec<String> = node.leases("net5");
+    let mut assigned: Vec<String> = addrs
+        .iter()
+        .filter(|(i, _, _)| i != "lo")
+        .flat_map(|(_, _, ips)| ips.iter().map(|c| c.split('/').next().unwrap().to_string()))
+        .collect();
+    assigned.sort();
+    assert_eq!(leased, assigned, "every lease belongs to a live interface");
+    let cache = node.cache_files();
+    assert_eq!(
+        cache
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "json"))
+            .count(),
+        6
+    );
+    node.remove("pod");
+    wait_for("teardown", LIMIT, || {
+        let (l, leases, cache) = (pod_ns.links(), node.leases("net5"), node.cache_files());
+        if l == ["lo"] && leases.is_empty() && cache.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{l:?} {leases:?} {cache:?}"))
+        }
+    });
+    drop(agent);
+}
