@@ -30,6 +30,7 @@ use std::time::Duration;
 
 /// Arguments of `hotnic agent` (each flag has a `HOTNIC_*` environment twin).
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["pods_dir", "node"])))]
 pub struct AgentArgs {
     /// Standalone mode: read Pod and NetworkAttachmentDefinition manifests (*.yaml, *.yml, *.json)
     /// from this directory and write status to DIR/status/{namespace}_{name}.json.

@@ -26,6 +26,9 @@ pub struct DirBackend {
 impl DirBackend {
     /// A backend over `dir` (creates `dir/status`).
     pub async fn new(dir: PathBuf) -> anyhow::Result<Self> {
+        if !tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+            anyhow::bail!("pods dir {} is not a directory", dir.display());
+        }
         let status_dir = dir.join("status");
         tokio::fs::create_dir_all(&status_dir)
             .await
