@@ -37,12 +37,7 @@ pub struct AgentArgs {
     #[arg(long, env = "HOTNIC_PODS_DIR")]
     pub pods_dir: Option<PathBuf>,
     /// Kubernetes mode: manage the pods of this node (API server from in-cluster config or KUBECONFIG).
-    #[arg(
-        long,
-        env = "HOTNIC_NODE",
-        conflicts_with = "pods_dir",
-        required_unless_present = "pods_dir"
-    )]
+    #[arg(long, env = "HOTNIC_NODE", conflicts_with = "pods_dir")]
     pub node: Option<String>,
     /// Pod network namespace path; {namespace}, {name} and {uid} are substituted.
     #[arg(long, env = "HOTNIC_NETNS_PATH_TEMPLATE", default_value = netns::DEFAULT_TEMPLATE)]
