@@ -103,6 +103,15 @@ async fn conflist_chains_prev_result_and_injects_runtime_config_by_capability() 
         inv.add_list(&list, &rt).await,
         Err(CniError::Plugin { .. })
     ));
+    // CHECK with the cached result passes while the interface is as ADD left it, and fails
+    // once it is not.
+    inv.check_list(&list, &rt, &result).await.expect("CHECK");
+    sh(&["ip", "-n", &pod_ns.name, "addr", "flush", "dev", "eth1"]);
+    let e = inv.check_list(&list, &rt, &result).await.unwrap_err();
+    assert!(
+        matches!(e, CniError::Plugin { ref command, .. } if command == "CHECK"),
+        "{e}"
+    );
     inv.del_list(&list, &rt, Some(&result)).await.expect("DEL");
     assert_eq!(mac_of(&pod_ns, "eth1"), None);
     assert!(node.leases("chain").is_empty());

@@ -139,6 +139,27 @@ impl Invoker {
         Ok(())
     }
 
+    /// CHECK through the list in order with the cached ADD result as `prevResult` (CNI 0.4.0 and
+    /// later only; earlier versions have no CHECK).
+    pub async fn check_list(
+        &self,
+        list: &NetConfList,
+        rt: &RuntimeArgs,
+        cached: &Value,
+    ) -> Result<(), CniError> {
+        if !list.passes_prev_result_on_del() {
+            return Err(CniError::Config(format!(
+                "network {:?}: CHECK needs cniVersion 0.4.0 or later",
+                list.name
+            )));
+        }
+        for i in 0..list.plugins.len() {
+            let conf = list.plugin_config(i, Some(cached), &rt.capability_args);
+            self.run(list.plugin_type(i), "CHECK", &conf, rt).await?;
+        }
+        Ok(())
+    }
+
     /// DEL through the list in reverse order without stopping at a failure (rollback of a failed
     /// ADD, where a plugin that rejected the config on ADD rejects it on DEL too): every error.
     pub async fn del_list_best_effort(
