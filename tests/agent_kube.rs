@@ -122,6 +122,25 @@ async fn kubernetes_mode_plugs_reports_unplugs_and_tears_down() {
     assert_eq!(ifaces, ["eth0", "eth1", "eth2"]);
     assert_eq!(ns_list[0]["default"], true);
 
+    // While plugging, the NICs were shown InProgress first.
+    let web_states: Vec<String> = fake
+        .patches()
+        .iter()
+        .filter(|(path, _)| path == "pods/t/web")
+        .filter_map(|(_, b)| {
+            b["metadata"]["annotations"]["hotnic.io/nic-status"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(
+        web_states.first().is_some_and(|s| s.contains("InProgress")),
+        "{web_states:?}"
+    );
+    assert!(
+        web_states.last().is_some_and(|s| !s.contains("InProgress")),
+        "{web_states:?}"
+    );
     // Arktos: nic-status annotation and status.nicStatuses through pods/status.
     let vm = wait_nic_status(&fake, "t", "vm", &[("eth1", "Ready"), ("eth2", "Failed")]);
     let nic_statuses = &vm["status"]["nicStatuses"];

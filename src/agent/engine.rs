@@ -155,6 +155,14 @@ impl Engine {
         // Pods are independent: reconcile a few at once (NICs within a pod stay in order).
         let done: Vec<_> = futures::stream::iter(work)
             .map(|(obj, d, hash)| async move {
+                // Show InProgress first when this pass will plug something, and the pod has
+                // a network namespace to plug into.
+                if rec.resolver.netns(&d.pod).await.is_ok_and(|n| n.is_some_and(|n| !n.closed))
+                    && let Some(pre) = rec.preview(&d.pod, &d.nics).await
+                    && let Err(e) = backend.publish(obj, &d, &pre).await
+                {
+                    tracing::debug!(pod = %d.pod, error = %format!("{e:#}"), "publishing InProgress failed");
+                }
                 let rep = rec.reconcile(&d.pod, &d.nics).await;
                 log_events(&d.pod, &rep);
                 let published = backend.publish(obj, &d, &rep).await;

@@ -97,6 +97,32 @@ impl Reconciler {
         }
     }
 
+    /// The status to show while a pass runs, when it will plug something: NICs with a finished
+    /// cache entry as Ready, the others as InProgress. `None` when nothing needs plugging.
+    pub async fn preview(&self, pod: &PodRef, wanted: &[WantedNic]) -> Option<PodReport> {
+        let cached = self.cache.list(&pod.uid).await.ok()?;
+        let mut rep = PodReport {
+            managed: wanted.iter().map(|w| w.ifname.clone()).collect(),
+            ..PodReport::default()
+        };
+        let mut plugging = false;
+        for w in wanted {
+            let e = cached
+                .iter()
+                .find(|e| e.ifname == w.ifname && e.state == CacheState::Added);
+            let st = match e {
+                Some(e) => self.ready(w, e, None, &mut rep),
+                None if w.config.is_ok() && w.mac_problem.is_none() => {
+                    plugging = true;
+                    status(w, NicState::InProgress, "plugging".into())
+                }
+                None => status(w, NicState::Unknown, String::new()),
+            };
+            rep.nics.push(st);
+        }
+        plugging.then_some(rep)
+    }
+
     /// Makes one pass over a pod.
     pub async fn reconcile(&self, pod: &PodRef, wanted: &[WantedNic]) -> PodReport {
         let mut rep = PodReport::default();
