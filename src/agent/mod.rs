@@ -80,7 +80,7 @@ pub struct AgentArgs {
     #[arg(long, env = "HOTNIC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Crash test hook: exit with status 86 right after the first ADD result is cached, before
-    /// any status is written.
+    /// the status that reports it is written.
     #[arg(long, env = "HOTNIC_AGENT_TEST_EXIT_AFTER_ADD", hide = true)]
     pub test_exit_after_add: bool,
 }
