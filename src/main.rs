@@ -19,6 +19,8 @@ enum Command {
     Certs(hotnic::certs::CertsArgs),
     /// Run the admission policy offline on manifests (exit 0 allowed, 1 denied, 2 bad input).
     Check(hotnic::check::CheckArgs),
+    /// Run the node agent: plug and unplug pod NICs with CNI plugins.
+    Agent(hotnic::agent::AgentArgs),
 }
 
 fn main() {
@@ -26,6 +28,9 @@ fn main() {
     let code = match cli.command {
         Command::Check(args) => hotnic::check::run(&args),
         Command::Certs(args) => report(hotnic::certs::run(&args)),
+        Command::Agent(args) => {
+            report(runtime().and_then(|rt| rt.block_on(hotnic::agent::run(args))))
+        }
         Command::Webhook(args) => {
             report(runtime().and_then(|rt| rt.block_on(hotnic::webhook::run(args))))
         }

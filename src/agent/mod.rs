@@ -1,5 +1,155 @@
-//! The node agent: plugs and unplugs NICs in running pods.
+//! The node agent (`hotnic agent`): makes running pods' NICs match their specs with real CNI
+//! plugins.
 //!
-//! - [`cri`]: finds a pod's network namespace through the CRI runtime (containerd, CRI-O).
+//! - [`cni`]: plugin invocation, configs, results, the result cache;
+//! - [`cri`]: a pod's sandbox network namespace through the CRI runtime (containerd, CRI-O);
+//! - [`netns`]: pod → network namespace ([`netns::NetnsResolver`]);
+//! - [`links`]: what is in a namespace;
+//! - [`desired`]: a pod's wanted NICs (via the dialect readers);
+//! - [`reconcile`]: the per-pod reconciler;
+//! - [`status`]: NIC status and Multus `network-status`;
+//! - [`metrics`]: metrics and admin endpoints.
 
+pub mod backoff;
+pub mod cni;
 pub mod cri;
+pub mod desired;
+pub mod engine;
+pub mod kube;
+pub mod links;
+pub mod manifests;
+pub mod metrics;
+pub mod netns;
+pub mod reconcile;
+pub mod standalone;
+pub mod status;
+
+use crate::cli::{LogFormat, init_logging, parse_duration};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `hotnic agent` (each flag has a `HOTNIC_*` environment twin).
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("mode").required(true).args(["pods_dir", "node"])))]
+pub struct AgentArgs {
+    /// Standalone mode: read Pod and NetworkAttachmentDefinition manifests (*.yaml, *.yml, *.json)
+    /// from this directory and write status to DIR/status/{namespace}_{name}.json.
+    #[arg(long, env = "HOTNIC_PODS_DIR")]
+    pub pods_dir: Option<PathBuf>,
+    /// Kubernetes mode: manage the pods of this node (API server from in-cluster config or KUBECONFIG).
+    #[arg(long, env = "HOTNIC_NODE", conflicts_with = "pods_dir")]
+    pub node: Option<String>,
+    /// Pod network namespace path; {namespace}, {name} and {uid} are substituted.
+    #[arg(long, env = "HOTNIC_NETNS_PATH_TEMPLATE", default_value = netns::DEFAULT_TEMPLATE)]
+    pub netns_path_template: String,
+    /// Where the CNI result cache lives.
+    #[arg(long, env = "HOTNIC_STATE_DIR", default_value = "/var/lib/hotnic")]
+    pub state_dir: PathBuf,
+    /// CNI plugin search path (also passed as CNI_PATH).
+    #[arg(long, env = "HOTNIC_CNI_PATH", default_value = cni::exec::DEFAULT_CNI_PATH)]
+    pub cni_path: String,
+    /// Limit for one plugin run (the plugin is killed after it).
+    #[arg(long, env = "HOTNIC_PLUGIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub plugin_timeout: Duration,
+    /// Run CNI plugins inside this network namespace (via nsenter) instead of the agent's own:
+    /// where bridges are made and macvlan masters looked up.
+    #[arg(long, env = "HOTNIC_PLUGIN_NETNS")]
+    pub plugin_netns: Option<PathBuf>,
+    /// Admin listen address, plain HTTP: /livez /readyz /metrics (off when not given).
+    #[arg(long, env = "HOTNIC_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// How often the pods directory is re-read.
+    #[arg(long, env = "HOTNIC_POLL_INTERVAL", default_value = "500ms", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Reconcile every pod at least this often.
+    #[arg(long, env = "HOTNIC_RESYNC", default_value = "60s", value_parser = parse_duration)]
+    pub resync: Duration,
+    /// First retry delay after a failure (doubles per failure).
+    #[arg(long, env = "HOTNIC_BACKOFF_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// Longest retry delay.
+    #[arg(long, env = "HOTNIC_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+    /// How many pods are reconciled at once (NICs within a pod are plugged in order).
+    #[arg(long, env = "HOTNIC_PARALLEL_PODS", default_value_t = 4)]
+    pub parallel_pods: usize,
+    /// Reconcile once and exit.
+    #[arg(long, env = "HOTNIC_ONCE")]
+    pub once: bool,
+    /// Log format.
+    #[arg(long, env = "HOTNIC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Crash test hook: exit with status 86 right after the first ADD result is cached, before
+    /// the status that reports it is written.
+    #[arg(long, env = "HOTNIC_AGENT_TEST_EXIT_AFTER_ADD", hide = true)]
+    pub test_exit_after_add: bool,
+}
+
+/// The exit status of the crash test hook.
+pub const TEST_EXIT_CODE: i32 = 86;
+
+/// Runs `hotnic agent`.
+pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let m = Arc::new(metrics::Metrics::new());
+    let _admin = match args.admin_listen {
+        Some(addr) => Some(metrics::serve_admin(addr, m.clone()).await?),
+        None => None,
+    };
+    let mut invoker = cni::Invoker::new(&args.cni_path, args.plugin_timeout);
+    invoker.plugin_netns = args.plugin_netns.clone();
+    let mut rec = reconcile::Reconciler::new(
+        invoker,
+        cni::ResultCache::new(&args.state_dir),
+        Arc::new(netns::TemplateResolver::new(
+            args.netns_path_template.clone(),
+        )),
+        m,
+    );
+    if args.test_exit_after_add {
+        rec.after_add = Some(Arc::new(|pod, ifname| {
+            tracing::warn!(pod = %pod, ifname, "test hook: exiting right after ADD");
+            std::process::exit(TEST_EXIT_CODE);
+        }));
+    }
+    let timing = engine::Timing {
+        poll: args.poll_interval,
+        resync: args.resync,
+        backoff: backoff::Backoff {
+            base: args.backoff_base,
+            max: args.backoff_max,
+        },
+        parallel: args.parallel_pods,
+    };
+    match (&args.pods_dir, &args.node) {
+        (Some(dir), _) => {
+            tracing::info!(dir = %dir.display(), state = %args.state_dir.display(), "agent running standalone");
+            standalone::run(&rec, dir.clone(), &timing, args.once, shutdown()).await
+        }
+        (None, Some(node)) => {
+            tracing::info!(node, state = %args.state_dir.display(), "agent running for a Kubernetes node");
+            kube::run(&rec, node, &timing, shutdown()).await
+        }
+        (None, None) => {
+            anyhow::bail!("give --pods-dir DIR (standalone) or --node NAME (Kubernetes)")
+        }
+    }
+}
+
+async fn shutdown() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
