@@ -388,6 +388,23 @@ impl CriClient {
     }
 }
 
+/// The agent's pod → namespace lookup in Kubernetes mode: the pod's newest sandbox. A pod that shares the
+/// node's network is an error (hot-plugged NICs would land in the node's namespace).
+impl crate::agent::netns::NetnsResolver for CriClient {
+    fn netns<'a>(
+        &'a self,
+        pod: &'a crate::agent::netns::PodRef,
+    ) -> crate::agent::netns::NetnsFuture<'a> {
+        Box::pin(async move {
+            let found = self.pod_netns(&pod.uid).await?;
+            Ok(found.map(|n| crate::agent::netns::SandboxNetns {
+                path: n.path,
+                closed: n.closed,
+            }))
+        })
+    }
+}
+
 /// Newest first; among sandboxes created at the same time, ready ones first; then by ID for a stable order.
 fn sort_newest_first(sandboxes: &mut [PodSandbox]) {
     sandboxes.sort_by(|a, b| {

@@ -41,9 +41,18 @@ pub struct AgentArgs {
     /// Kubernetes mode: manage the pods of this node (API server from in-cluster config or KUBECONFIG).
     #[arg(long, env = "HOTNIC_NODE", conflicts_with = "pods_dir")]
     pub node: Option<String>,
-    /// Pod network namespace path; {namespace}, {name} and {uid} are substituted.
-    #[arg(long, env = "HOTNIC_NETNS_PATH_TEMPLATE", default_value = netns::DEFAULT_TEMPLATE)]
-    pub netns_path_template: String,
+    /// Pod network namespace path; {namespace}, {name} and {uid} are substituted. Default: the CRI
+    /// runtime in Kubernetes mode, `/run/netns/{namespace}_{name}` in standalone mode.
+    #[arg(long, env = "HOTNIC_NETNS_PATH_TEMPLATE")]
+    pub netns_path_template: Option<String>,
+    /// CRI runtime socket to ask for pod sandboxes' network namespaces (default: the first of
+    /// containerd's and CRI-O's usual sockets that answers).
+    #[arg(
+        long,
+        env = "HOTNIC_CRI_SOCKET",
+        conflicts_with = "netns_path_template"
+    )]
+    pub cri_socket: Option<PathBuf>,
     /// Where the CNI result cache lives.
     #[arg(long, env = "HOTNIC_STATE_DIR", default_value = "/var/lib/hotnic")]
     pub state_dir: PathBuf,
@@ -103,9 +112,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let mut rec = reconcile::Reconciler::new(
         invoker,
         cni::ResultCache::new(&args.state_dir),
-        Arc::new(netns::TemplateResolver::new(
-            args.netns_path_template.clone(),
-        )),
+        resolver(&args).await?,
         m,
     );
     if args.test_exit_after_add {
@@ -136,6 +143,28 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
             anyhow::bail!("give --pods-dir DIR (standalone) or --node NAME (Kubernetes)")
         }
     }
+}
+
+/// Picks how pods' network namespaces are found: a path template when given, else the CRI runtime
+/// (the given socket, or a detected one) in Kubernetes mode, else the default template.
+async fn resolver(args: &AgentArgs) -> anyhow::Result<Arc<dyn netns::NetnsResolver>> {
+    if let Some(template) = &args.netns_path_template {
+        return Ok(Arc::new(netns::TemplateResolver::new(template.clone())));
+    }
+    let client = match (&args.cri_socket, &args.node) {
+        (Some(socket), _) => cri::CriClient::connect(socket).await?,
+        (None, Some(_)) => cri::CriClient::detect().await.map_err(|e| {
+            anyhow::anyhow!("{e}; give --cri-socket PATH or --netns-path-template T")
+        })?,
+        (None, None) => {
+            return Ok(Arc::new(netns::TemplateResolver::new(
+                netns::DEFAULT_TEMPLATE,
+            )));
+        }
+    };
+    let rt = client.runtime();
+    tracing::info!(socket = %client.socket().display(), runtime = %rt.name, version = %rt.version, "pod network namespaces come from the CRI runtime");
+    Ok(Arc::new(client))
 }
 
 async fn shutdown() {
