@@ -152,7 +152,10 @@ async fn resolver(args: &AgentArgs) -> anyhow::Result<Arc<dyn netns::NetnsResolv
         return Ok(Arc::new(netns::TemplateResolver::new(template.clone())));
     }
     let client = match (&args.cri_socket, &args.node) {
-        (Some(socket), _) => cri::CriClient::connect(socket).await?,
+        // The CRI errors already say why (their source is in the message).
+        (Some(socket), _) => cri::CriClient::connect(socket)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
         (None, Some(_)) => cri::CriClient::detect().await.map_err(|e| {
             anyhow::anyhow!("{e}; give --cri-socket PATH or --netns-path-template T")
         })?,
