@@ -328,6 +328,7 @@ const BASE_OBJECTS: &[&str] = &[
     "DaemonSet/hotnic-agent",
     "MutatingWebhookConfiguration/hotnic",
     "ValidatingWebhookConfiguration/hotnic",
+    "ValidatingWebhookConfiguration/hotnic-release",
 ];
 
 #[test]
@@ -543,6 +544,30 @@ fn hooks(objs: &[Value]) -> Vec<Hook> {
         });
     }
     out
+}
+
+/// The webhook of `ValidatingWebhookConfiguration/hotnic-release` (MAC release on DELETE).
+fn release_hook(objs: &[Value]) -> Hook {
+    let v: ValidatingWebhookConfiguration =
+        typed(objs, "ValidatingWebhookConfiguration", "hotnic-release");
+    let mut ws = v.webhooks.unwrap_or_default();
+    assert_eq!(ws.len(), 1, "hotnic-release holds one webhook");
+    let w = ws.remove(0);
+    Hook {
+        config: "ValidatingWebhookConfiguration/hotnic-release".into(),
+        name: w.name,
+        client: w.client_config,
+        rules: w.rules.unwrap_or_default(),
+        conditions: w.match_conditions.unwrap_or_default(),
+        namespace_selector: w.namespace_selector,
+        object_selector: w.object_selector,
+        side_effects: w.side_effects,
+        versions: w.admission_review_versions,
+        timeout: w.timeout_seconds,
+        failure: w.failure_policy,
+        match_policy: w.match_policy,
+        reinvocation: None,
+    }
 }
 
 #[test]
@@ -1424,7 +1449,7 @@ fn ca_bundle_is_the_ca_that_signed_the_serving_certificate_in_certs() {
     // Rendered: both webhooks trust exactly that CA, and the Secret serves that pair.
     let objs = kustomize::render(&manifests()).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
-    for h in hooks(&objs) {
+    for h in hooks(&objs).into_iter().chain([release_hook(&objs)]) {
         let bundle = h.client.ca_bundle.expect("caBundle").0;
         assert_eq!(bundle, ca, "{}: caBundle is not certs/ca.crt", h.config);
         check_signed(&bundle, &crt).unwrap();
@@ -1568,5 +1593,160 @@ fn cert_manager_overlay_issues_a_ca_chain_for_the_service_name() {
     assert!(
         hours(serving.spec.duration.as_deref().unwrap())
             > hours(serving.spec.renew_before.as_deref().unwrap())
+    );
+}
+
+/// The DELETE webhook frees MACs and can never block a deletion: failurePolicy Ignore, a short
+/// timeout, DELETE only, the main webhooks' selectors, sent only when the deleted object had NICs,
+/// served by /validate (allowed, no patch).
+#[tokio::test]
+async fn release_webhook_frees_macs_on_delete_and_never_blocks() {
+    use tower::ServiceExt;
+    for dir in [manifests(), cert_manager()] {
+        let objs = kustomize::render(&dir).unwrap();
+        let r = release_hook(&objs);
+        let main = hooks(&objs).remove(1);
+        let ctx = format!("{} ({})", r.config, dir.display());
+        assert_eq!(r.name, "release.hotnic.io", "{ctx}");
+        assert_eq!(
+            r.failure.as_deref(),
+            Some("Ignore"),
+            "{ctx}: must never block a DELETE"
+        );
+        assert!(r.timeout.is_some_and(|t| t <= 3), "{ctx}: short timeout");
+        assert_eq!(r.side_effects, "NoneOnDryRun", "{ctx}");
+        assert_eq!(r.versions, ["v1"], "{ctx}");
+        assert_eq!(r.match_policy.as_deref(), Some("Equivalent"), "{ctx}");
+        let s = r.client.service.as_ref().expect("service reference");
+        assert_eq!(s.path.as_deref(), Some("/validate"), "{ctx}");
+        assert_eq!(s.name, main.client.service.as_ref().unwrap().name, "{ctx}");
+        for rule in &r.rules {
+            let ops: Vec<_> = rule
+                .operations
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(ops, ["DELETE"], "{ctx}");
+        }
+        let resources = |h: &Hook| -> BTreeSet<_> { h.rules.iter().flat_map(itertools3).collect() };
+        assert_eq!(
+            resources(&r),
+            resources(&main),
+            "{ctx}: same resources as the validating webhook"
+        );
+        assert_eq!(r.namespace_selector, main.namespace_selector, "{ctx}");
+        assert_eq!(r.object_selector, main.object_selector, "{ctx}");
+        let injected = &find(&objs, "ValidatingWebhookConfiguration", "hotnic-release")["metadata"]
+            ["annotations"]["cert-manager.io/inject-ca-from"];
+        assert_eq!(
+            dir == cert_manager(),
+            !injected.is_null(),
+            "{ctx}: CA injection"
+        );
+        assert_eq!(
+            dir == cert_manager(),
+            r.client.ca_bundle.is_none(),
+            "{ctx}: caBundle"
+        );
+
+        // The match condition: deletions of objects that had NICs, nothing else, never an error.
+        let conds: Vec<(String, cel::Expr)> = r
+            .conditions
+            .iter()
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    cel::parse(&c.expression).expect("CEL parses"),
+                )
+            })
+            .collect();
+        assert!(!conds.is_empty(), "{ctx}");
+        let null = Value::Null;
+        let multus = yaml_file("examples/multus/pod.yaml");
+        let vm = yaml_file("examples/kubevirt/vm.yaml");
+        let arktos = yaml_file("examples/arktos/vm-pod.yaml");
+        let plain =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
+        for (what, obj, old, want) in [
+            ("DELETE of a Multus pod", &null, &multus, true),
+            ("DELETE of a KubeVirt VM", &null, &vm, true),
+            ("DELETE of an Arktos VM pod", &null, &arktos, true),
+            ("DELETE of a plain pod", &null, &plain, false),
+            ("CREATE of a Multus pod", &multus, &null, false),
+            ("UPDATE of a Multus pod", &multus, &multus, false),
+        ] {
+            assert_eq!(sent(&conds, obj, old), Ok(want), "{ctx}: {what}");
+        }
+    }
+
+    // What /validate does with such a DELETE: allowed, no patch, and the MAC is free again for
+    // another object (a user-given MAC of a new pod would otherwise be denied as in use).
+    let app = hotnic::webhook::routes::AppState::new(
+        hotnic::policy::Policy::in_memory(hotnic::allocator::MacRange::default_range()),
+        std::sync::Arc::new(hotnic::webhook::metrics::Metrics::new()),
+    );
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "demo", "annotations": {
+            "k8s.v1.cni.cncf.io/networks": "[{\"name\":\"blue\",\"interface\":\"eth1\",\"mac\":\"02:00:00:00:aa:01\"}]"}},
+        "spec": {"containers": [{"name": "c", "image": "i"}]}})
+    };
+    let review = |uid: &str, op: &str, name: &str, object: Value, old: Value| {
+        json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "demo", "name": name, "operation": op, "object": object, "oldObject": old,
+            "dryRun": false, "userInfo": {"username": "admin"}}})
+    };
+    let call = |path: &'static str, body: Value| {
+        let router = hotnic::webhook::routes::router(app.clone(), 1 << 20);
+        async move {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(path)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap();
+            let resp = router.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone()
+        }
+    };
+    let a = call(
+        "/mutate",
+        review("u1", "CREATE", "a", pod("a"), Value::Null),
+    )
+    .await;
+    assert_eq!(a["allowed"], true, "{a}");
+    let b = call(
+        "/validate",
+        review("u2", "CREATE", "b", pod("b"), Value::Null),
+    )
+    .await;
+    assert_eq!(b["allowed"], false, "pod b reuses pod a's MAC: {b}");
+    let del = call(
+        "/validate",
+        review("u3", "DELETE", "a", Value::Null, pod("a")),
+    )
+    .await;
+    assert_eq!(
+        (del["uid"].as_str(), &del["allowed"]),
+        (Some("u3"), &json!(true)),
+        "{del}"
+    );
+    assert!(del.get("patch").is_none(), "{del}");
+    let b = call(
+        "/validate",
+        review("u4", "CREATE", "b", pod("b"), Value::Null),
+    )
+    .await;
+    assert_eq!(
+        b["allowed"], true,
+        "pod a's MAC was released by its DELETE: {b}"
     );
 }
