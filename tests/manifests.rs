@@ -507,7 +507,6 @@ struct Hook {
 
 fn hooks(objs: &[Value]) -> Vec<Hook> {
     let m: MutatingWebhookConfiguration = typed(objs, "MutatingWebhookConfiguration", "hotnic");
-    let v: ValidatingWebhookConfiguration = typed(objs, "ValidatingWebhookConfiguration", "hotnic");
     let mut out = Vec::new();
     for w in m.webhooks.unwrap_or_default() {
         out.push(Hook {
@@ -526,9 +525,22 @@ fn hooks(objs: &[Value]) -> Vec<Hook> {
             reinvocation: w.reinvocation_policy,
         });
     }
-    for w in v.webhooks.unwrap_or_default() {
-        out.push(Hook {
-            config: "ValidatingWebhookConfiguration".into(),
+    out.extend(validating_hooks(objs, "hotnic"));
+    out
+}
+
+/// The webhooks of the ValidatingWebhookConfiguration `name`.
+fn validating_hooks(objs: &[Value], name: &str) -> Vec<Hook> {
+    let v: ValidatingWebhookConfiguration = typed(objs, "ValidatingWebhookConfiguration", name);
+    let config = match name {
+        "hotnic" => "ValidatingWebhookConfiguration".to_string(),
+        other => format!("ValidatingWebhookConfiguration/{other}"),
+    };
+    v.webhooks
+        .unwrap_or_default()
+        .into_iter()
+        .map(|w| Hook {
+            config: config.clone(),
             name: w.name,
             client: w.client_config,
             rules: w.rules.unwrap_or_default(),
@@ -541,33 +553,15 @@ fn hooks(objs: &[Value]) -> Vec<Hook> {
             failure: w.failure_policy,
             match_policy: w.match_policy,
             reinvocation: None,
-        });
-    }
-    out
+        })
+        .collect()
 }
 
-/// The webhook of `ValidatingWebhookConfiguration/hotnic-release` (MAC release on DELETE).
+/// The one webhook of `ValidatingWebhookConfiguration/hotnic-release` (MAC release on DELETE).
 fn release_hook(objs: &[Value]) -> Hook {
-    let v: ValidatingWebhookConfiguration =
-        typed(objs, "ValidatingWebhookConfiguration", "hotnic-release");
-    let mut ws = v.webhooks.unwrap_or_default();
+    let mut ws = validating_hooks(objs, "hotnic-release");
     assert_eq!(ws.len(), 1, "hotnic-release holds one webhook");
-    let w = ws.remove(0);
-    Hook {
-        config: "ValidatingWebhookConfiguration/hotnic-release".into(),
-        name: w.name,
-        client: w.client_config,
-        rules: w.rules.unwrap_or_default(),
-        conditions: w.match_conditions.unwrap_or_default(),
-        namespace_selector: w.namespace_selector,
-        object_selector: w.object_selector,
-        side_effects: w.side_effects,
-        versions: w.admission_review_versions,
-        timeout: w.timeout_seconds,
-        failure: w.failure_policy,
-        match_policy: w.match_policy,
-        reinvocation: None,
-    }
+    ws.remove(0)
 }
 
 #[test]
