@@ -1163,6 +1163,12 @@ fn webhook_deployment_is_highly_available_locked_down_and_wired_to_its_ports() {
     }
 }
 
+#[derive(clap::Parser)]
+struct AgentCli {
+    #[command(flatten)]
+    args: hotnic::agent::AgentArgs,
+}
+
 #[test]
 fn agent_daemonset_has_exactly_the_privileges_it_needs() {
     let objs = kustomize::render(&manifests()).unwrap();
@@ -1218,6 +1224,58 @@ fn agent_daemonset_has_exactly_the_privileges_it_needs() {
         .and_then(|p| p.seccomp_profile.as_ref()));
     assert_eq!(seccomp.unwrap().type_, "RuntimeDefault");
     check_resources(c);
+    // The real CLI parses the args (with the downward-API variable expanded): Kubernetes mode,
+    // namespaces from the CRI runtime, and every path the agent uses is a volume mount.
+    {
+        use clap::Parser;
+        let expanded: Vec<String> = args
+            .iter()
+            .map(|a| a.replace("$(NODE_NAME)", "node-1"))
+            .collect();
+        let cli = AgentCli::try_parse_from(&expanded)
+            .unwrap_or_else(|e| panic!("hotnic {expanded:?}: {e}"));
+        assert_eq!(cli.args.node.as_deref(), Some("node-1"));
+        assert!(cli.args.pods_dir.is_none() && !cli.args.once);
+        assert!(
+            cli.args.netns_path_template.is_none(),
+            "pod network namespaces come from the CRI runtime"
+        );
+        let mounts: Vec<&str> = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        let mounted = |p: &std::path::Path| mounts.iter().any(|m| p.starts_with(m));
+        assert!(
+            mounted(&cli.args.state_dir),
+            "state dir {:?} not mounted",
+            cli.args.state_dir
+        );
+        for dir in cli.args.cni_path.split(':') {
+            assert!(
+                mounted(std::path::Path::new(dir)),
+                "CNI dir {dir} not mounted"
+            );
+        }
+        match &cli.args.cri_socket {
+            Some(sock) => assert!(mounted(sock), "{sock:?} not mounted"),
+            None => {
+                for runtime_dir in ["/run/containerd", "/var/run/crio"] {
+                    assert!(
+                        hotnic::agent::cri::DEFAULT_SOCKETS
+                            .iter()
+                            .any(|s| s.starts_with(runtime_dir)),
+                        "{runtime_dir} is a socket the agent looks for"
+                    );
+                    assert!(
+                        mounted(std::path::Path::new(runtime_dir)),
+                        "{runtime_dir} not mounted"
+                    );
+                }
+            }
+        }
+    }
     let admin = args
         .iter()
         .find_map(|a| a.strip_prefix("--admin-listen="))
