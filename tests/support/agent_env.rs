@@ -55,10 +55,7 @@ pub struct Netns {
 impl Netns {
     /// Creates `hn-<tag>-<unique>`.
     pub fn new(tag: &str) -> Self {
-        let name = format!("hn-{tag}-{}", unique());
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Self { name }
+        Self::named(&format!("hn-{tag}-{}", unique()))
     }
 
     /// Its path.
@@ -93,6 +90,15 @@ impl Netns {
     /// Interface names inside.
     pub fn links(&self) -> Vec<String> {
         self.addrs().into_iter().map(|(n, _, _)| n).collect()
+    }
+}
+
+impl Netns {
+    /// Creates the namespace `name` (the caller makes it unique).
+    pub fn named(name: &str) -> Self {
+        sh(&["ip", "netns", "add", name]);
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        Self { name: name.into() }
     }
 }
 
@@ -356,6 +362,16 @@ impl Node {
     /// Starts `hotnic agent --node NODE` in the test's own network namespace (so it reaches an API
     /// server on 127.0.0.1), with plugins run inside the node namespace.
     pub fn kube_agent(&self, node_name: &str, kubeconfig: &Path) -> Agent {
+        self.kube_agent_with(node_name, kubeconfig, "/run/netns/{uid}")
+    }
+
+    /// [`Node::kube_agent`] with another `--netns-path-template`.
+    pub fn kube_agent_with(
+        &self,
+        node_name: &str,
+        kubeconfig: &Path,
+        netns_template: &str,
+    ) -> Agent {
         let log = self.dir.path().join(format!("agent-{}.log", unique()));
         let logf = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotnic"));
@@ -365,7 +381,7 @@ impl Node {
             .arg(self.state_dir())
             .arg("--plugin-netns")
             .arg(self.ns.path())
-            .args(["--netns-path-template", "/run/netns/{uid}"])
+            .args(["--netns-path-template", netns_template])
             .args([
                 "--poll-interval",
                 "200ms",
