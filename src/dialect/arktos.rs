@@ -64,20 +64,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
             ));
             continue;
         };
-        let mut text = |k: &str| -> Option<String> {
-            match el.get(k) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => {
-                    w.problems.push(Cause::new(
-                        Rule::Malformed,
-                        format!("{path}.{k}"),
-                        format!("must be a string, not {other}"),
-                    ));
-                    None
-                }
-            }
-        };
+        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.problems);
         let name = text("name");
         let lower = text("portId");
         let upper = text("portID");

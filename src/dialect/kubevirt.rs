@@ -114,30 +114,9 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
             ));
             continue;
         };
-        let name = match obj_i.get("name") {
-            Some(Value::String(s)) => Some(s.clone()),
-            None | Some(Value::Null) => None,
-            Some(other) => {
-                w.problems.push(Cause::new(
-                    Rule::Malformed,
-                    format!("{path}.name"),
-                    format!("must be a string, not {other}"),
-                ));
-                None
-            }
-        };
-        let mac = match obj_i.get("macAddress") {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            None | Some(Value::Null) | Some(Value::String(_)) => None,
-            Some(other) => {
-                w.problems.push(Cause::new(
-                    Rule::Malformed,
-                    format!("{path}.macAddress"),
-                    format!("must be a string, not {other}"),
-                ));
-                None
-            }
-        };
+        let name = super::optional_string(obj_i, "name", &path, &mut w.problems);
+        let mac = super::optional_string(obj_i, "macAddress", &path, &mut w.problems)
+            .filter(|m| !m.is_empty());
         let present = obj_i.get("state").and_then(Value::as_str) != Some("absent");
         let method = METHODS.iter().find(|m| obj_i.contains_key(**m)).map(|m| {
             if *m == "binding" {

@@ -95,3 +95,25 @@ pub fn owned_by_vm(obj: &Value) -> bool {
             })
         })
 }
+
+/// An optional string field `key` of `obj`: absent or `null` is `None`; any other non-string is
+/// reported as malformed at `{path}.{key}` and read as `None`.
+fn optional_string(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    path: &str,
+    problems: &mut Vec<crate::model::Cause>,
+) -> Option<String> {
+    match obj.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            problems.push(crate::model::Cause::new(
+                crate::model::Rule::Malformed,
+                format!("{path}.{key}"),
+                format!("must be a string, not {other}"),
+            ));
+            None
+        }
+    }
+}

@@ -135,20 +135,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         let Some(el) = item.as_object() else { continue };
         let path = index_path(&base, i);
         let field = |k: &str| format!("{path}.{k}");
-        let mut text = |k: &str| -> Option<String> {
-            match el.get(k) {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(other) => {
-                    w.problems.push(Cause::new(
-                        Rule::Malformed,
-                        field(k),
-                        format!("must be a string, not {other}"),
-                    ));
-                    None
-                }
-            }
-        };
+        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.problems);
         let name = text("name");
         let ns = text("namespace");
         let ifname = text("interface");
