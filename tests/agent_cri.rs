@@ -55,6 +55,9 @@ fn cri_agent(node: &Node, socket: &Path) -> Agent {
         .arg("--cri-socket")
         .arg(socket)
         .args(["--poll-interval", "100ms", "--backoff-base", "200ms"])
+        // Nothing in the pods dir changes when a sandbox stops or is replaced: the periodic
+        // resync is what notices (in Kubernetes mode the pod's status update does).
+        .args(["--resync", "1s"])
         .env("RUST_LOG", "hotnic=debug")
         .stdin(Stdio::null())
         .stdout(logf.try_clone().unwrap())
@@ -65,12 +68,12 @@ fn cri_agent(node: &Node, socket: &Path) -> Agent {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_agent_plugs_into_the_sandbox_the_cri_runtime_reports() {
+async fn the_agent_follows_the_pod_sandbox_the_cri_runtime_reports() {
     require_root_and_plugins();
     let c = Containerd::start().await;
     let node = Node::new();
     let uid = format!("{}-web", c.id);
-    let (_sandbox, _) = c.run_sandbox("web", &uid, 0).await;
+    let (sandbox, _) = c.run_sandbox("web", &uid, 0).await;
     let sandbox_netns = CriClient::connect(&c.socket)
         .await
         .expect("connect to the harness's containerd")
@@ -112,6 +115,42 @@ async fn the_agent_plugs_into_the_sandbox_the_cri_runtime_reports() {
     let eth0 = |l: &[(String, String)]| l.iter().find(|(n, _)| n == "eth0").cloned();
     assert_eq!(eth0(&after), eth0(&before), "the primary eth0 is untouched");
     assert_eq!(node.leases("blue").len(), 1, "one lease for net1");
+
+    // The sandbox stops (its namespace is closed): the NIC is released through the old path, the
+    // lease with it, and reported Unknown; a new sandbox for the pod gets the NIC again.
+    c.stop_sandbox(&sandbox).await;
+    wait_for("net1 released with the stopped sandbox", LIMIT, || {
+        let s = node.status("t1", "web").ok_or("no status file")?;
+        let states = nic_states(&s);
+        let unknown = matches!(states.as_slice(), [(n, st, _)] if n == "net1" && st == "Unknown");
+        if unknown && node.leases("blue").is_empty() && node.cache_files().is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{states:?} leases {:?}", node.leases("blue")))
+        }
+    });
+    let (_sandbox2, _) = c.run_sandbox("web", &uid, 1).await;
+    let sandbox_netns = CriClient::connect(&c.socket)
+        .await
+        .unwrap()
+        .pod_netns(&uid)
+        .await
+        .unwrap()
+        .expect("the new sandbox is found")
+        .path;
+    let before = links_in(&sandbox_netns);
+    wait_for("net1 Ready again in the new sandbox", LIMIT, || {
+        let l = links_in(&sandbox_netns);
+        let s = node.status("t1", "web").ok_or("no status file")?;
+        let states = nic_states(&s);
+        let ready = matches!(states.as_slice(), [(n, st, _)] if n == "net1" && st == "Ready");
+        if ready && l.iter().any(|(n, m)| n == "net1" && m == mac) {
+            Ok(())
+        } else {
+            Err(format!("{states:?} {l:?}\n{}", agent.log()))
+        }
+    });
+    assert_eq!(node.leases("blue").len(), 1, "exactly one lease again");
 
     // Unplug: the NIC leaves the annotation; the link and its lease go.
     node.put("pod", &multus_pod("t1", "web", &uid, &[]));
