@@ -9,10 +9,10 @@ use std::hint::black_box;
 fn fixture(prefix: &str) -> Value {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/apiserver-v1.32"
+        "/tests/fixtures/apiserver-v1.32"
     );
     let entry = std::fs::read_dir(dir)
-        .expect("shared fixtures")
+        .expect("fixtures in tests/fixtures/apiserver-v1.32")
         .map(|e| e.unwrap().path())
         .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
         .expect("fixture");

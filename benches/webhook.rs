@@ -17,10 +17,10 @@ use tower::ServiceExt;
 fn fixtures() -> Vec<(String, bytes::Bytes)> {
     let dir = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/apiserver-v1.32"
+        "/tests/fixtures/apiserver-v1.32"
     );
     let mut out: Vec<_> = std::fs::read_dir(dir)
-        .expect("shared fixtures")
+        .expect("fixtures in tests/fixtures/apiserver-v1.32")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {

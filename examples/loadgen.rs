@@ -36,7 +36,7 @@ fn parse_args() -> Result<Args> {
         connections: 8,
         fixtures: concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/apiserver-v1.32"
+            "/tests/fixtures/apiserver-v1.32"
         )
         .into(),
         fresh: false,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Seeds the fuzz corpus from the API-server captures in ../../shared/fixtures (not committed)."""
+"""Seeds the fuzz corpus from the API-server captures in tests/fixtures (the corpus is not committed)."""
 import json, pathlib
 here = pathlib.Path(__file__).resolve().parent
-src = here.parent.parent / "shared" / "fixtures" / "apiserver-v1.32"
+src = here.parent / "tests" / "fixtures" / "apiserver-v1.32"
 out = here / "corpus" / "admission"
 out.mkdir(parents=True, exist_ok=True)
 kinds = {"Pod": 0, "VirtualMachine": 1, "VirtualMachineInstance": 2}

@@ -116,7 +116,7 @@ fn invalid_updates_are_denied_with_field_paths() {
 fn reviews_are_read_whole() {
     let review = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/apiserver-v1.32/015-mutate-create-virtualmachine-vm-fedora.json"
+        "/tests/fixtures/apiserver-v1.32/015-mutate-create-virtualmachine-vm-fedora.json"
     );
     let (code, out, err) = check(&["--review", review, "--patch"]);
     assert_eq!(code, 0, "{out}{err}");

@@ -13,14 +13,14 @@ use std::sync::Arc;
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/apiserver-v1.32"
+        "/tests/fixtures/apiserver-v1.32"
     ))
 }
 
 /// Every fixture: (file name, AdmissionReview).
 pub fn fixtures() -> Vec<(String, Value)> {
     let mut out: Vec<_> = std::fs::read_dir(fixtures_dir())
-        .expect("shared fixtures present")
+        .expect("fixtures in tests/fixtures/apiserver-v1.32")
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {
@@ -31,7 +31,7 @@ pub fn fixtures() -> Vec<(String, Value)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(
         out.len() >= 18,
-        "expected the shared fixtures, found {}",
+        "expected the 18 fixtures in tests/fixtures/apiserver-v1.32, found {}",
         out.len()
     );
     out

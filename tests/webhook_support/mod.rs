@@ -16,14 +16,14 @@ use std::time::Duration;
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../shared/fixtures/apiserver-v1.32"
+        "/tests/fixtures/apiserver-v1.32"
     ))
 }
 
 /// Every fixture: (file name, raw bytes, parsed review), sorted by name.
 pub fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
     let mut out: Vec<_> = std::fs::read_dir(fixtures_dir())
-        .expect("the shared fixtures directory ../shared/fixtures/apiserver-v1.32")
+        .expect("the fixtures directory tests/fixtures/apiserver-v1.32")
         .map(|e| e.expect("readable fixtures dir").path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .map(|p| {
@@ -39,7 +39,7 @@ pub fn fixtures() -> Vec<(String, Vec<u8>, Value)> {
     out.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(
         out.len() >= 18,
-        "expected the shared fixtures, found {}",
+        "expected the 18 fixtures in tests/fixtures/apiserver-v1.32, found {}",
         out.len()
     );
     out
