@@ -248,6 +248,8 @@ impl KubeCluster {
         guard.0.push(apiserver);
 
         // The watcher: once this test process is gone, stop both and remove the directory.
+        // Never waited for: it outlives this process by design (so it never becomes our zombie).
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .arg("-c")
             .arg(
