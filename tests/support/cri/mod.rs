@@ -179,6 +179,24 @@ impl Containerd {
         self.client.clone().expect("containerd is started")
     }
 
+    /// A `ctr` command on this containerd (its socket), in the `k8s.io` namespace where CRI keeps its
+    /// images; add the subcommand and its arguments.
+    pub fn ctr(&self) -> Command {
+        let mut command = Command::new("ctr");
+        command
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "k8s.io"]);
+        command
+    }
+
+    /// runc's state directory for this containerd (the runc runtime's `Root` in its config); give it to
+    /// `ctr run --runc-root` so containers run outside CRI keep their state here too, not in the machine's
+    /// shared `/run/containerd/runc`.
+    pub fn runc_root(&self) -> PathBuf {
+        self.dir.join("state").join("runc")
+    }
+
     /// Runs a pod sandbox (pod `name`, UID `uid`, `attempt`); returns its ID and the RunPodSandbox latency.
     pub async fn run_sandbox(&self, name: &str, uid: &str, attempt: u32) -> (String, Duration) {
         self.run(name, uid, attempt, NamespaceMode::Pod).await
