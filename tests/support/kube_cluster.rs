@@ -68,7 +68,12 @@ pub fn skip_reason() -> Option<String> {
 /// are not given. Panics (the test fails) when they are given but the cluster does not start.
 pub fn cluster_or_skip(test: &str) -> Option<&'static KubeCluster> {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIPPED: {test} (real-cluster tier): {reason}");
+        // Straight to stderr, past libtest's output capture: a skip is never silent.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "SKIPPED: {test} (real-cluster tier): {reason}"
+        );
         return None;
     }
     Some(KubeCluster::shared())
