@@ -1,10 +1,18 @@
 //! AdmissionReview v1 on the wire: reading the API server's request and building the response.
+//!
+//! One parser, [`Review::parse`], for every review hotnic reads (the webhook and
+//! `hotnic check --review`), and one writer, [`response`].
 
 use crate::model::Rule;
-use crate::policy::{Operation, Outcome, Request};
+use crate::policy::{Denial, Operation, Outcome, Request};
 use base64::Engine;
-use serde::Deserialize;
+use kube::core::Status;
+use kube::core::response::{StatusCause, StatusDetails};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// `request.kind`: kube-core's type (the API server always sends group, version and kind).
+pub use kube::core::GroupVersionKind;
 
 /// `apiVersion` of the reviews hotnic speaks.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -48,6 +56,36 @@ pub enum ReviewError {
     Field(String),
 }
 
+/// Why an answer could not be written (HTTP 500). Never turned into an empty patch: an allowed
+/// answer without the patch it should carry would admit the object unmutated.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    /// The JSON Patch could not be serialised.
+    #[error("cannot serialise the JSON Patch: {0}")]
+    Patch(#[source] serde_json::Error),
+    /// The denial's status could not be serialised.
+    #[error("cannot serialise the denial's status: {0}")]
+    Status(#[source] serde_json::Error),
+}
+
+// The envelope is read into hotnic's own types rather than `kube::core::admission`'s
+// `AdmissionReview<T>` / `AdmissionRequest<T>` / `AdmissionResponse` (kube-core's `admission`
+// feature, off in this build), because those do not fit:
+//
+// - `AdmissionRequest<T>` requires `resource` and `userInfo`, which hotnic never reads: a review
+//   without them (README's curl example) would become a 400;
+// - it decodes `object` and `oldObject` into `T: Resource` (`DynamicObject`: a typed `ObjectMeta`
+//   plus a flattened map), a second typed pass over every object, while the readers and patch
+//   writers work on the JSON as sent. The review path's decoding is also the seam a performance
+//   rewrite will replace (borrowed, lazy decoding instead of a whole `Value` per object), so it
+//   stays narrow: bytes in through `Review::parse`, the policy's view out through
+//   `Review::as_request`;
+// - `AdmissionResponse` always writes a `status` (`{}` when allowed) and sets `patchType` only
+//   through `with_patch`; hotnic answers with exactly what the API server reads.
+//
+// What fits is kube-core's: `request.kind` is its `GroupVersionKind`, and a denial's `status` is
+// its `Status` with `details.causes`. hotnic's own extension is what goes into those standard
+// fields: every cause with its field path and a message that says what to do instead.
 #[derive(Deserialize)]
 struct RawReview {
     #[serde(rename = "apiVersion", default)]
@@ -77,20 +115,6 @@ struct RawRequest {
     old_object: Value,
 }
 
-/// `request.kind`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct GroupVersionKind {
-    /// API group (`""` for core).
-    #[serde(default)]
-    pub group: String,
-    /// Version.
-    #[serde(default)]
-    pub version: String,
-    /// Kind.
-    #[serde(default)]
-    pub kind: String,
-}
-
 /// One admission request, owned.
 #[derive(Debug, Clone)]
 pub struct Review {
@@ -113,7 +137,8 @@ pub struct Review {
 }
 
 impl Review {
-    /// Parses an AdmissionReview body.
+    /// Parses an AdmissionReview body: `apiVersion` admission.k8s.io/v1, `kind` AdmissionReview,
+    /// a `request` with a `uid`, a `kind` and a known `operation`.
     pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
         let raw: RawReview =
             serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
@@ -157,51 +182,68 @@ impl Review {
 }
 
 /// Builds the AdmissionReview response for `uid` from the policy's outcome. The patch is included
-/// only for [`Phase::Mutate`] and only when non-empty.
-pub fn response(uid: &str, phase: Phase, outcome: &Outcome) -> Value {
+/// only for [`Phase::Mutate`] and only when non-empty. A patch or status that cannot be
+/// serialised is an error (the caller answers 500), never an answer without it.
+pub fn response(uid: &str, phase: Phase, outcome: &Outcome) -> Result<Value, ResponseError> {
     let mut resp = json!({"uid": uid, "allowed": outcome.is_allowed()});
     match outcome {
         Outcome::Allowed { patch, .. } => {
             if phase == Phase::Mutate && !patch.0.is_empty() {
-                let bytes = serde_json::to_vec(patch).unwrap_or_default();
                 resp["patchType"] = json!("JSONPatch");
-                resp["patch"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+                resp["patch"] = json!(encode_patch(patch)?);
             }
         }
         Outcome::Denied(d) => {
-            let causes: Vec<Value> = d
-                .causes
-                .iter()
-                .map(|c| {
-                    let reason = if c.rule == Rule::Malformed {
-                        "FieldValueInvalid"
-                    } else {
-                        "FieldValueForbidden"
-                    };
-                    json!({"field": c.field, "message": c.message, "reason": reason})
-                })
-                .collect();
-            resp["status"] = json!({
-                "status": "Failure",
-                "code": d.code,
-                "reason": d.reason(),
-                "message": d.message(),
-                "details": {"causes": causes},
-            });
+            resp["status"] = serde_json::to_value(status(d)).map_err(ResponseError::Status)?;
         }
     }
     let warnings = outcome.warnings();
     if !warnings.is_empty() {
         resp["warnings"] = json!(warnings);
     }
-    json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": resp})
+    Ok(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": resp}))
+}
+
+/// A patch as the response carries it: its JSON, base64-encoded.
+fn encode_patch<P: Serialize + ?Sized>(patch: &P) -> Result<String, ResponseError> {
+    let bytes = serde_json::to_vec(patch).map_err(ResponseError::Patch)?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// A denial as a Kubernetes `Status`: code and reason, the one-line message, and every cause
+/// with its field path (`FieldValueInvalid` when malformed, else `FieldValueForbidden`).
+fn status(d: &Denial) -> Status {
+    let causes = d
+        .causes
+        .iter()
+        .map(|c| StatusCause {
+            reason: if c.rule == Rule::Malformed {
+                "FieldValueInvalid"
+            } else {
+                "FieldValueForbidden"
+            }
+            .into(),
+            message: c.message.clone(),
+            field: c.field.clone(),
+        })
+        .collect();
+    Status::failure(&d.message(), d.reason())
+        .with_code(d.code)
+        .with_details(StatusDetails {
+            name: String::new(),
+            group: String::new(),
+            kind: String::new(),
+            uid: String::new(),
+            causes,
+            retry_after_seconds: 0,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Cause;
-    use crate::policy::Denial;
+    use crate::allocator::MacRange;
+    use crate::policy::Policy;
 
     fn patch() -> json_patch::Patch {
         serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))
@@ -214,7 +256,7 @@ mod tests {
             patch: patch(),
             warnings: vec!["w1".into()],
         };
-        let m = response("u1", Phase::Mutate, &allowed);
+        let m = response("u1", Phase::Mutate, &allowed).unwrap();
         assert_eq!(m["apiVersion"], API_VERSION);
         assert_eq!(m["kind"], "AdmissionReview");
         assert_eq!(m["response"]["uid"], "u1");
@@ -227,49 +269,80 @@ mod tests {
             patch()
         );
         assert_eq!(m["response"]["warnings"], json!(["w1"]));
-        let v = response("u1", Phase::Validate, &allowed);
+        let v = response("u1", Phase::Validate, &allowed).unwrap();
         assert!(v["response"].get("patch").is_none() && v["response"].get("patchType").is_none());
         let empty = Outcome::Allowed {
             patch: json_patch::Patch(Vec::new()),
             warnings: vec![],
         };
-        let e = response("u2", Phase::Mutate, &empty);
+        let e = response("u2", Phase::Mutate, &empty).unwrap();
         assert_eq!(e["response"], json!({"uid": "u2", "allowed": true}));
     }
 
     #[test]
     fn denials_carry_status_and_causes() {
-        let denial = Denial {
-            code: 422,
-            causes: vec![
-                Cause {
-                    field: "a.b".into(),
-                    message: "bad".into(),
-                    rule: Rule::Malformed,
-                },
-                Cause {
-                    field: "c".into(),
-                    message: "worse".into(),
-                    rule: Rule::Names,
-                },
-            ],
-            warnings: vec!["careful".into()],
+        // Causes are made by the policy only: a malformed element and an unnamed NIC.
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p",
+            "annotations": {"k8s.v1.cni.cncf.io/networks": "[1, {\"name\": \"n\"}]"}}});
+        let req = Request {
+            operation: Operation::Create,
+            dry_run: true,
+            group: "",
+            kind: "Pod",
+            namespace: "ns",
+            name: Some("p"),
+            object: &pod,
+            old_object: None,
         };
-        let r = response("u3", Phase::Mutate, &Outcome::Denied(denial));
+        let outcome = Policy::in_memory(MacRange::default_range()).validate(&req);
+        let Outcome::Denied(mut denial) = outcome else {
+            panic!("expected a denial: {outcome:?}")
+        };
+        denial.warnings = vec!["careful".into()];
+        let (a, b) = (&denial.causes[0], &denial.causes[1]);
+        assert!(
+            a.rule == Rule::Malformed && b.rule == Rule::Names,
+            "{a:?} {b:?}"
+        );
+        let r = response("u3", Phase::Mutate, &Outcome::Denied(denial.clone())).unwrap();
         let resp = &r["response"];
         assert_eq!(resp["allowed"], false);
         assert!(resp.get("patch").is_none());
+        assert_eq!(resp["status"]["status"], "Failure");
         assert_eq!(resp["status"]["code"], 422);
         assert_eq!(resp["status"]["reason"], "Invalid");
-        assert_eq!(resp["status"]["message"], "hotnic: a.b: bad; c: worse");
         assert_eq!(
-            resp["status"]["details"]["causes"],
-            json!([
-                {"field": "a.b", "message": "bad", "reason": "FieldValueInvalid"},
-                {"field": "c", "message": "worse", "reason": "FieldValueForbidden"}
-            ])
+            resp["status"]["message"],
+            format!("hotnic: {a}; {b}").as_str()
+        );
+        assert_eq!(
+            resp["status"]["details"],
+            json!({"causes": [
+                {"field": a.field, "message": a.message, "reason": "FieldValueInvalid"},
+                {"field": b.field, "message": b.message, "reason": "FieldValueForbidden"}
+            ]})
         );
         assert_eq!(resp["warnings"], json!(["careful"]));
+    }
+
+    #[test]
+    fn a_patch_that_cannot_be_serialised_is_an_error_not_an_empty_patch() {
+        struct Unserialisable;
+        impl Serialize for Unserialisable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let e = encode_patch(&Unserialisable).unwrap_err();
+        assert!(matches!(e, ResponseError::Patch(_)), "{e:?}");
+        assert!(
+            e.to_string().contains("cannot serialise the JSON Patch"),
+            "{e}"
+        );
+        assert_eq!(encode_patch(&patch()).unwrap(), {
+            let bytes = serde_json::to_vec(&patch()).unwrap();
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        });
     }
 
     #[test]
@@ -299,6 +372,12 @@ mod tests {
         assert!(bad(&|v| v["request"]["uid"] = json!("")).contains("uid"));
         assert!(bad(&|v| v["request"]["operation"] = json!("PATCH")).contains("operation"));
         assert!(bad(&|v| v["request"]["uid"] = json!(7)).contains("not a valid AdmissionReview"));
+        // request.kind is kube-core's GroupVersionKind: group, version and kind, as the API
+        // server always sends them.
+        assert!(
+            bad(&|v| v["request"]["kind"] = json!({"kind": "Pod"}))
+                .contains("not a valid AdmissionReview")
+        );
         assert!(Review::parse(b"").is_err());
     }
 }

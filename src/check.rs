@@ -1,5 +1,6 @@
 //! `hotnic check`: run the admission policy offline on manifests, like `kyverno apply`.
 
+use crate::admission::Review;
 use crate::allocator::{InMemoryAllocator, MacRange};
 use crate::policy::{Operation, Outcome, Policy, PolicyConfig, Request};
 use serde_json::Value;
@@ -191,53 +192,30 @@ fn new_object(args: &CheckArgs, old: Option<&Value>) -> Result<(PathBuf, Value),
 
 /// Runs the policy as the API server would: mutate, apply the patch, validate the result.
 pub fn check(policy: &Policy, args: &CheckArgs) -> Result<Report, InputError> {
-    let (operation, dry_run, namespace, name, object, old) = match &args.review {
+    let (operation, dry_run, namespace, name, object, old, (group, kind)) = match &args.review {
         Some(path) => {
             let file = path.display().to_string();
-            let text = std::fs::read(path).map_err(|e| InputError {
+            let err = |problem: String| InputError {
                 file: file.clone(),
-                problem: format!("cannot read: {e}"),
-            })?;
-            let review: Value = serde_json::from_slice(&text).map_err(|e| InputError {
-                file: file.clone(),
-                problem: format!("not valid JSON: {e}"),
-            })?;
-            let r = review
-                .get("request")
-                .filter(|r| r.is_object())
-                .ok_or_else(|| InputError {
-                    file: file.clone(),
-                    problem: "not an AdmissionReview: no request".into(),
-                })?;
-            let op = r
-                .get("operation")
-                .and_then(Value::as_str)
-                .and_then(Operation::parse)
-                .ok_or_else(|| InputError {
-                    file: file.clone(),
-                    problem: "request.operation missing or unknown".into(),
-                })?;
-            let object = r
-                .get("object")
-                .filter(|o| o.is_object())
-                .cloned()
-                .ok_or_else(|| InputError {
-                    file: file.clone(),
-                    problem: "request.object missing".into(),
-                })?;
+                problem,
+            };
+            let body = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+            // The webhook's parser: the same envelope checks (apiVersion, kind, uid, operation).
+            let review = Review::parse(&body).map_err(|e| err(e.to_string()))?;
+            if !review.object.is_object() {
+                return Err(err("request.object missing".into()));
+            }
+            let namespace = Some(review.namespace)
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| args.namespace.clone());
             (
-                op,
-                r.get("dryRun").and_then(Value::as_bool).unwrap_or(false) || args.dry_run,
-                r.get("namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or(&args.namespace)
-                    .to_string(),
-                r.get("name")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_string),
-                object,
-                r.get("oldObject").filter(|o| o.is_object()).cloned(),
+                review.operation,
+                review.dry_run || args.dry_run,
+                namespace,
+                Some(review.name).filter(|n| !n.is_empty()),
+                review.object,
+                Some(review.old_object).filter(Value::is_object),
+                (review.kind.group, review.kind.kind),
             )
         }
         None => {
@@ -267,10 +245,10 @@ pub fn check(policy: &Policy, args: &CheckArgs) -> Result<Report, InputError> {
             };
             let ns = meta("namespace").unwrap_or_else(|| args.namespace.clone());
             let name = meta("name");
-            (op, args.dry_run, ns, name, object, old)
+            let group_kind = group_kind(&object);
+            (op, args.dry_run, ns, name, object, old, group_kind)
         }
     };
-    let (group, kind) = group_kind(&object);
     let req = Request {
         operation,
         dry_run,

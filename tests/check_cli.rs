@@ -159,8 +159,60 @@ fn bad_input_exits_2_naming_the_file() {
         );
         assert!(!err.contains("panicked"), "{err}");
     }
-    let review = write("review.json", "{\"apiVersion\": \"admission.k8s.io/v1\"}");
+    let review = write(
+        "review.json",
+        "{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": \"AdmissionReview\"}",
+    );
     let (code, _, err) = check(&["--review", &review]);
     assert_eq!(code, 2);
     assert!(err.contains("no request"), "{err}");
+}
+
+/// `check --review` reads reviews with the webhook's own parser: the same envelope checks.
+#[test]
+fn reviews_get_the_webhooks_envelope_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/apiserver-v1.32/001-mutate-create-pod-web-multus.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    use serde_json::json;
+    // (JSON pointer into the review, its new value, the problem reported)
+    let cases = [
+        (
+            "/apiVersion",
+            json!("admission.k8s.io/v1beta1"),
+            "apiVersion \"admission.k8s.io/v1beta1\" is not supported",
+        ),
+        ("/kind", json!("Pod"), "kind \"Pod\" is not AdmissionReview"),
+        ("/request/uid", json!(""), "request.uid is missing"),
+        (
+            "/request/operation",
+            json!("PATCH"),
+            "request.operation \"PATCH\" is unknown",
+        ),
+        (
+            "/request/kind",
+            json!({"kind": "Pod"}),
+            "not a valid AdmissionReview",
+        ),
+        ("/request/object", json!(null), "request.object missing"),
+    ];
+    for (i, (what, value, problem)) in cases.into_iter().enumerate() {
+        let mut review = fixture.clone();
+        *review.pointer_mut(what).unwrap() = value;
+        let file = dir.path().join(format!("{i}.json"));
+        std::fs::write(&file, review.to_string()).unwrap();
+        let file = file.to_string_lossy().into_owned();
+        let (code, out, err) = check(&["--review", &file]);
+        assert_eq!(code, 2, "{what}: {out}{err}");
+        assert!(
+            err.contains(&file) && err.contains(problem),
+            "{what}: {err}"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 mod cel;
 #[path = "manifests_support/kustomize.rs"]
 mod kustomize;
+mod support;
 
 use anyhow::{Context, Result, bail, ensure};
 use base64::Engine;
@@ -895,6 +896,145 @@ fn match_conditions_send_only_objects_with_nics_and_never_error() {
     ];
     for (what, obj, old, want) in cases {
         assert_eq!(sent(&conds, obj, old), Ok(*want), "{what}");
+    }
+}
+
+/// The objects the agreement test below runs on: both objects of every captured review, every
+/// example workload and what each example patch makes of it, and the review example's object.
+fn fixture_and_example_objects() -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (name, review) in support::fixtures() {
+        for key in ["object", "oldObject"] {
+            let o = review["request"].get(key).cloned().unwrap_or(Value::Null);
+            out.push((format!("{name} {key}"), o));
+        }
+    }
+    // Edges: present-but-null fields count, like CEL's has(); other fields do not.
+    for (what, o) in [
+        (
+            "spec.nics null",
+            json!({"kind": "Pod", "spec": {"nics": null}}),
+        ),
+        (
+            "networks annotation null",
+            json!({"kind": "Pod", "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": null}}}),
+        ),
+        (
+            "VMI interfaces null",
+            json!({"kind": "VirtualMachineInstance", "spec": {"domain": {"devices": {"interfaces": null}}}}),
+        ),
+        (
+            "VM networks without interfaces",
+            json!({"kind": "VirtualMachine", "spec": {"template": {"spec": {"domain": {"devices": {}},
+                "networks": [{"name": "default", "pod": {}}]}}}}),
+        ),
+        (
+            "other annotations",
+            json!({"kind": "Pod", "metadata": {"annotations": {"v1.multus-cni.io/default-network": "x"}}}),
+        ),
+        ("no metadata", json!({"kind": "Pod"})),
+    ] {
+        out.push((what.to_string(), o));
+    }
+    let review = yaml_file("examples/multus/review.json");
+    out.push((
+        "examples/multus/review.json object".into(),
+        review["request"]["object"].clone(),
+    ));
+    for (base, patches) in [
+        (
+            "examples/multus/pod.yaml",
+            &["hotplug.merge-patch.yaml", "invalid.merge-patch.yaml"][..],
+        ),
+        (
+            "examples/arktos/vm-pod.yaml",
+            &["hotplug.json-patch.json", "invalid.json-patch.json"][..],
+        ),
+        (
+            "examples/kubevirt/vm.yaml",
+            &[
+                "hotplug.json-patch.json",
+                "invalid.json-patch.json",
+                "unplug.json-patch.json",
+            ][..],
+        ),
+    ] {
+        let obj = yaml_file(base);
+        out.push((base.to_string(), obj.clone()));
+        let dir = Path::new(base).parent().unwrap();
+        for p in patches {
+            let rel = dir.join(p).display().to_string();
+            let patch = yaml_file(&rel);
+            let mut patched = obj.clone();
+            if p.ends_with(".json-patch.json") {
+                let ops: json_patch::Patch = serde_json::from_value(patch).unwrap();
+                json_patch::patch(&mut patched, &ops.0).unwrap();
+            } else {
+                json_patch::merge(&mut patched, &patch);
+            }
+            out.push((format!("{base} + {p}"), patched));
+        }
+    }
+    out
+}
+
+/// "Is this object ours?" has one source, `hotnic::dialect::carries_nics`; the matchConditions
+/// say it again in CEL for the API server. They agree on every object above, whichever side of
+/// the request it is on, and on every captured review as sent (a few were captured without the
+/// conditions: 013's Arktos `spec.nics` was dropped by the vanilla API server, so neither says
+/// it is ours).
+/// The kinds the webhooks' rules name are `hotnic::dialect::Kind::ALL`.
+#[test]
+fn match_conditions_agree_with_the_rust_predicate_on_every_fixture_and_example() {
+    use hotnic::dialect::{Kind, carries_nics};
+    let null = Value::Null;
+    for dir in [manifests(), cert_manager()] {
+        let objs = kustomize::render(&dir).unwrap();
+        let conds = conditions_of(&objs);
+        let release: Vec<(String, cel::Expr)> = release_hook(&objs)
+            .conditions
+            .iter()
+            .map(|c| (c.name.clone(), cel::parse(&c.expression).unwrap()))
+            .collect();
+        let objects = fixture_and_example_objects();
+        assert!(objects.len() >= 50, "{}", objects.len());
+        let mut with_nics = 0;
+        for (what, o) in &objects {
+            let ours = carries_nics(o);
+            with_nics += usize::from(ours);
+            assert_eq!(sent(&conds, o, &null), Ok(ours), "{what} as object");
+            assert_eq!(sent(&conds, &null, o), Ok(ours), "{what} as oldObject");
+            assert_eq!(sent(&release, &null, o), Ok(ours), "{what} deleted");
+        }
+        // Both verdicts occur (CREATE fixtures have no oldObject).
+        assert!(with_nics >= 30 && with_nics < objects.len(), "{with_nics}");
+        for (name, review) in support::fixtures() {
+            let r = &review["request"];
+            let o = r.get("object").unwrap_or(&null);
+            let old = r.get("oldObject").unwrap_or(&null);
+            let ours = carries_nics(o) || carries_nics(old);
+            assert_eq!(sent(&conds, o, old), Ok(ours), "{name}");
+        }
+
+        // The webhooks' rules name exactly the kinds hotnic reads.
+        let kinds: BTreeSet<(String, String)> = Kind::ALL
+            .iter()
+            .map(|k| (k.group().to_string(), k.resource().to_string()))
+            .collect();
+        for h in hooks(&objs).into_iter().chain([release_hook(&objs)]) {
+            let named: BTreeSet<(String, String)> = h
+                .rules
+                .iter()
+                .flat_map(itertools3)
+                .map(|(g, _, r)| (g, r))
+                .collect();
+            assert_eq!(named, kinds, "{} {}", h.config, h.name);
+        }
+        for k in Kind::ALL {
+            assert_eq!(Kind::of(k.group(), k.as_str()), Some(k));
+        }
+        assert_eq!(Kind::of("", "VirtualMachine"), None);
+        assert_eq!(Kind::of("kubevirt.io", "Pod"), None);
     }
 }
 

@@ -927,3 +927,88 @@ fn every_cause_is_listed_not_just_the_first() {
     );
     assert!(d.message().contains(&el(2, "mac")));
 }
+
+/// Every rule is decided in `src/policy/` only: readers record findings, nothing else makes a
+/// cause. The compiler enforces most of it (`Cause` has a private field and its constructor is
+/// visible in `src/policy/` only); this scan keeps it that way: outside `src/policy/`, a `Rule`
+/// variant may only be matched or compared (labels, status reasons), never handed to anything,
+/// `Cause` is never built, and `src/dialect/` does not name `Rule` at all. Every variant is
+/// produced somewhere in `src/policy/`.
+#[test]
+fn every_rule_is_produced_only_in_the_policy() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    /// The code of a file, comment lines dropped.
+    fn code(p: &std::path::Path) -> Vec<(usize, String)> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim_start().starts_with("//"))
+            .map(|(i, l)| (i + 1, l.to_string()))
+            .collect()
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = root.join("src");
+    let policy = src.join("policy");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    assert!(files.len() > 20, "sources under {}", src.display());
+
+    let variant = regex_lite::Regex::new(r"Rule::([A-Za-z]+)").unwrap();
+    let matched = regex_lite::Regex::new(r"^\s*(=>|\|)").unwrap();
+    let compared = regex_lite::Regex::new(r"(==|!=)\s*$").unwrap();
+    let built = regex_lite::Regex::new(r"\bCause\s*(::|\{)").unwrap();
+    let mut offences = Vec::new();
+    let mut produced = std::collections::BTreeSet::new();
+    for f in &files {
+        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        for (n, line) in code(f) {
+            if f.starts_with(&policy) {
+                produced.extend(variant.captures_iter(&line).map(|c| c[1].to_string()));
+                continue;
+            }
+            if f.starts_with(src.join("dialect")) && line.contains("Rule") {
+                offences.push(format!("{rel}:{n}: a reader names Rule: {line}"));
+            }
+            if built.is_match(&line) {
+                offences.push(format!("{rel}:{n}: builds a Cause: {line}"));
+            }
+            for m in variant.find_iter(&line) {
+                let (before, after) = (&line[..m.start()], &line[m.end()..]);
+                if !matched.is_match(after) && !compared.is_match(before) {
+                    offences.push(format!(
+                        "{rel}:{n}: uses {} beyond matching: {line}",
+                        m.as_str()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(offences.is_empty(), "\n{}", offences.join("\n"));
+
+    // Every variant of Rule is produced in src/policy/.
+    let model = std::fs::read_to_string(src.join("model/cause.rs")).unwrap();
+    let body = &model[model.find("pub enum Rule {").unwrap()..];
+    let body = &body[..body.find('}').unwrap()];
+    let variants: std::collections::BTreeSet<String> = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with("pub enum") && l.ends_with(','))
+        .map(|l| l.trim_end_matches(',').to_string())
+        .collect();
+    assert_eq!(variants.len(), 9, "{variants:?}");
+    let missing: Vec<_> = variants.difference(&produced).collect();
+    assert!(
+        missing.is_empty(),
+        "never produced in src/policy/: {missing:?}"
+    );
+}

@@ -2,69 +2,56 @@
 
 use super::annotations::{self, MAC_ADDRESSES, PatchBuilder};
 use crate::model::{
-    BindingField, Cause, Dialect, Mac, NetworkRef, Nic, Rule, Workload, index_path,
+    BindingField, Dialect, Finding, Mac, NetworkRef, Nic, Syntax, Workload, index_path,
 };
 use serde_json::{Map, Value};
 
 /// Field path of the list.
 const NICS: &str = "spec.nics";
 
-/// The MAC annotation as a map (NIC name → MAC text), or the problem with it.
-fn mac_map(obj: &Value) -> Result<Map<String, Value>, Cause> {
-    let bad = |why: String| {
-        Cause::new(
-            Rule::Malformed,
-            annotations::path(MAC_ADDRESSES),
-            format!(
-                "{why}; write a JSON object of NIC name to MAC, e.g. {{\"eth1\":\"02:00:00:00:00:01\"}}"
-            ),
-        )
-    };
+/// The MAC annotation as a map (NIC name → MAC text), or its syntax error.
+fn mac_map(obj: &Value) -> Result<Map<String, Value>, Finding> {
+    let bad = |s: Syntax| Finding::new(annotations::path(MAC_ADDRESSES), s);
     match annotations::get(obj, MAC_ADDRESSES) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(Map::new()),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(s) {
             Ok(Value::Object(m)) => match m.iter().find(|(_, v)| !v.is_string()) {
-                Some((k, v)) => Err(bad(format!("the value for {k:?} is {v}, not a string"))),
+                Some((k, v)) => Err(bad(Syntax::MacNotAString {
+                    nic: k.clone(),
+                    found: v.clone(),
+                })),
                 None => Ok(m),
             },
-            Ok(other) => Err(bad(format!("{other} is not a JSON object"))),
-            Err(e) => Err(bad(format!("not valid JSON ({e})"))),
+            Ok(other) => Err(bad(Syntax::NotAJsonObject(other))),
+            Err(e) => Err(bad(Syntax::NotJson(e.to_string()))),
         },
-        Some(other) => Err(bad(format!("{other} is not a string"))),
+        Some(other) => Err(bad(Syntax::AnnotationNotAString(other.clone()))),
     }
 }
 
 /// Reads an Arktos pod. The primary NIC is `eth0` (and the first NIC).
 pub fn read(obj: &Value, namespace: &str) -> Workload {
     let mut w = Workload::new(Dialect::Arktos);
-    let macs = mac_map(obj).unwrap_or_else(|c| {
-        w.problems.push(c);
+    let macs = mac_map(obj).unwrap_or_else(|f| {
+        w.findings.push(f);
         Map::new()
     });
     let list = match obj.get("spec").and_then(|s| s.get("nics")) {
         None | Some(Value::Null) => return w,
         Some(Value::Array(a)) => a,
         Some(other) => {
-            w.problems.push(Cause::new(
-                Rule::Malformed,
-                NICS,
-                format!("must be a list of NICs, not {other}"),
-            ));
+            w.found(NICS, Syntax::NotAList(other.clone()));
             return w;
         }
     };
     for (i, item) in list.iter().enumerate() {
         let path = index_path(NICS, i);
         let Some(el) = item.as_object() else {
-            w.problems.push(Cause::new(
-                Rule::Malformed,
-                path,
-                "must be an object such as {\"name\": \"eth1\"}",
-            ));
+            w.found(path, Syntax::NotAnObject);
             continue;
         };
-        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.problems);
+        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.findings);
         let name = text("name");
         let lower = text("portId");
         let upper = text("portID");
@@ -72,13 +59,11 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         let ip = text("ipAddress").filter(|s| !s.is_empty());
         let (port_key, port_id) = match (&lower, &upper) {
             (Some(a), Some(b)) if a != b => {
-                w.problems.push(Cause::new(
-                    Rule::Malformed,
-                    format!("{path}.portID"),
-                    format!(
-                        "portId {a:?} and portID {b:?} differ; set only one of the two spellings"
-                    ),
-                ));
+                let spellings = Syntax::PortIdSpellings {
+                    lower: a.clone(),
+                    upper: b.clone(),
+                };
+                w.found(format!("{path}.portID"), spellings);
                 ("portId", lower.clone())
             }
             (Some(_), _) => ("portId", lower.clone()),

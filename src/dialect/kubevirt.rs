@@ -2,7 +2,8 @@
 
 use super::annotations::{KUBEVIRT_INTERFACE_RESOURCE, PatchBuilder};
 use crate::model::{
-    BindingField, Cause, Dialect, Field, Mac, NetworkRef, Nic, Rule, Workload, index_path, key_path,
+    BindingField, Dialect, Fact, Field, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
+    index_path, key_path,
 };
 use serde_json::Value;
 
@@ -29,17 +30,13 @@ fn at<'a>(v: &'a Value, tokens: &[&str]) -> Option<&'a Value> {
     tokens.iter().try_fold(v, |v, t| v.get(t))
 }
 
-/// A list at `tokens`, or a problem when it is there but not a list.
-fn list<'a>(v: Option<&'a Value>, path: &str, problems: &mut Vec<Cause>) -> &'a [Value] {
+/// A list at `tokens`, or a syntax finding when it is there but not a list.
+fn list<'a>(v: Option<&'a Value>, path: &str, findings: &mut Vec<Finding>) -> &'a [Value] {
     match v {
         Some(Value::Array(a)) => a,
         None | Some(Value::Null) => &[],
         Some(other) => {
-            problems.push(Cause::new(
-                Rule::Malformed,
-                path,
-                format!("must be a list, not {other}"),
-            ));
+            findings.push(Finding::new(path, Syntax::NotAList(other.clone())));
             &[]
         }
     }
@@ -61,9 +58,9 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
     let ifaces = list(
         at(spec, &["domain", "devices", "interfaces"]),
         &ifaces_path,
-        &mut w.problems,
+        &mut w.findings,
     );
-    let nets = list(spec.get("networks"), &nets_path, &mut w.problems);
+    let nets = list(spec.get("networks"), &nets_path, &mut w.findings);
 
     let resources = format!("{base}.domain.resources");
     for (which, slot) in [("requests", 0), ("limits", 1)] {
@@ -83,23 +80,19 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         }
     }
 
+    // Interfaces and networks are paired by name: record the names without a partner.
     for (j, net) in nets.iter().enumerate() {
+        let path = format!("{}.name", index_path(&nets_path, j));
         let Some(n) = name_of(net) else {
-            w.problems.push(Cause::new(
-                Rule::Names,
-                format!("{}.name", index_path(&nets_path, j)),
-                "missing; every network needs the name of its interface",
-            ));
+            w.found(path, Fact::UnnamedNetwork);
             continue;
         };
         if !ifaces.iter().any(|i| name_of(i) == Some(n)) {
-            w.problems.push(Cause::new(
-                Rule::Names,
-                format!("{}.name", index_path(&nets_path, j)),
-                format!(
-                    "no interface named {n:?}; add one to {ifaces_path} or remove this network"
-                ),
-            ));
+            let fact = Fact::NetworkWithoutInterface {
+                name: n.to_string(),
+                interfaces: ifaces_path.clone(),
+            };
+            w.found(path, fact);
         }
     }
 
@@ -107,15 +100,11 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
     for (i, iface) in ifaces.iter().enumerate() {
         let path = index_path(&ifaces_path, i);
         let Some(obj_i) = iface.as_object() else {
-            w.problems.push(Cause::new(
-                Rule::Malformed,
-                path,
-                "must be an object such as {\"name\": \"nic1\", \"bridge\": {}}",
-            ));
+            w.found(path, Syntax::NotAnObject);
             continue;
         };
-        let name = super::optional_string(obj_i, "name", &path, &mut w.problems);
-        let mac = super::optional_string(obj_i, "macAddress", &path, &mut w.problems)
+        let name = super::optional_string(obj_i, "name", &path, &mut w.findings);
+        let mac = super::optional_string(obj_i, "macAddress", &path, &mut w.findings)
             .filter(|m| !m.is_empty());
         let present = obj_i.get("state").and_then(Value::as_str) != Some("absent");
         let method = METHODS.iter().find(|m| obj_i.contains_key(**m)).map(|m| {
@@ -144,15 +133,23 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
             (Some(j), _) => {
                 let net_obj = &nets[j];
                 if let Some(m) = net_obj.as_object() {
-                    binding.extend(m.iter().filter(|(k, _)| k.as_str() != "name").map(|(k, v)| BindingField {
-                        key: format!("network.{k}"),
-                        path: format!("{}.{k}", index_path(&nets_path, j)),
-                        value: v.clone(),
-                        set_once: false,
-                    }));
+                    binding.extend(
+                        m.iter()
+                            .filter(|(k, _)| k.as_str() != "name")
+                            .map(|(k, v)| BindingField {
+                                key: format!("network.{k}"),
+                                path: format!("{}.{k}", index_path(&nets_path, j)),
+                                value: v.clone(),
+                                set_once: false,
+                            }),
+                    );
                 }
                 let is_default = net_obj.get("pod").is_some()
-                    || net_obj.get("multus").and_then(|m| m.get("default")).and_then(Value::as_bool) == Some(true);
+                    || net_obj
+                        .get("multus")
+                        .and_then(|m| m.get("default"))
+                        .and_then(Value::as_bool)
+                        == Some(true);
                 if is_default && primary.is_none() {
                     primary = Some(w.nics.len());
                 }
@@ -161,15 +158,23 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
                     .and_then(|m| m.get("networkName"))
                     .and_then(Value::as_str)
                     .map(|full| match full.split_once('/') {
-                        Some((ns, n)) => NetworkRef { namespace: ns.into(), name: n.into() },
-                        None => NetworkRef { namespace: namespace.into(), name: full.into() },
+                        Some((ns, n)) => NetworkRef {
+                            namespace: ns.into(),
+                            name: n.into(),
+                        },
+                        None => NetworkRef {
+                            namespace: namespace.into(),
+                            name: full.into(),
+                        },
                     });
             }
-            (None, Some(n)) => w.problems.push(Cause::new(
-                Rule::Names,
+            (None, Some(n)) => w.found(
                 format!("{path}.name"),
-                format!("no network named {n:?}; add {{\"name\": {n:?}, \"multus\": {{\"networkName\": \"<nad>\"}}}} to {nets_path}"),
-            )),
+                Fact::InterfaceWithoutNetwork {
+                    name: n.clone(),
+                    networks: nets_path.clone(),
+                },
+            ),
             (None, None) => {}
         }
         w.nics.push(Nic {

@@ -6,25 +6,121 @@ pub mod arktos;
 pub mod kubevirt;
 pub mod multus;
 
-use crate::model::{Dialect, Field, Mac, Workload};
+use crate::model::{Dialect, Field, Finding, Mac, Syntax, Workload};
 pub use annotations::PatchBuilder;
 use serde_json::Value;
 
+/// A kind of object hotnic reads. The one list of them: the webhook configurations' `rules`
+/// name exactly these (tests/manifests.rs checks it), and the metrics label kinds by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// Core `v1` `Pod` (Arktos and Multus).
+    Pod,
+    /// `kubevirt.io` `VirtualMachine`.
+    VirtualMachine,
+    /// `kubevirt.io` `VirtualMachineInstance`.
+    VirtualMachineInstance,
+}
+
+impl Kind {
+    /// Every kind hotnic reads.
+    pub const ALL: [Kind; 3] = [
+        Kind::Pod,
+        Kind::VirtualMachine,
+        Kind::VirtualMachineInstance,
+    ];
+
+    /// The kind of a request's `group` and `kind`, if hotnic reads it.
+    pub fn of(group: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.group() == group && k.as_str() == kind)
+    }
+
+    /// API group (`""` for core).
+    pub fn group(&self) -> &'static str {
+        match self {
+            Kind::Pod => "",
+            Kind::VirtualMachine | Kind::VirtualMachineInstance => "kubevirt.io",
+        }
+    }
+
+    /// The kind's name (`Pod`, `VirtualMachine`, `VirtualMachineInstance`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::VirtualMachine => "VirtualMachine",
+            Kind::VirtualMachineInstance => "VirtualMachineInstance",
+        }
+    }
+
+    /// The API resource (plural), as webhook rules name it.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::VirtualMachine => "virtualmachines",
+            Kind::VirtualMachineInstance => "virtualmachineinstances",
+        }
+    }
+}
+
+/// Where each dialect writes its NICs, as JSON object keys from the object's root: an object
+/// carries NICs when one of these is present.
+const NIC_FIELDS: &[&[&str]] = &[
+    // Multus: the networks annotation.
+    &["metadata", "annotations", annotations::NETWORKS],
+    // Arktos: spec.nics.
+    &["spec", "nics"],
+    // KubeVirt VirtualMachineInstance.
+    &["spec", "domain", "devices", "interfaces"],
+    // KubeVirt VirtualMachine.
+    &[
+        "spec",
+        "template",
+        "spec",
+        "domain",
+        "devices",
+        "interfaces",
+    ],
+];
+
+/// Whether an object carries NICs in any dialect's form: the networks annotation, `spec.nics`,
+/// or KubeVirt interfaces, present (with any value, `null` too, like CEL's `has()`). `null` (no
+/// object) carries none.
+///
+/// This is "is this object ours?": the webhook configurations' `matchConditions`
+/// (manifests/base/webhook-configurations.yaml) say the same in CEL, and tests/manifests.rs
+/// checks that they agree on every captured review and every example.
+pub fn carries_nics(obj: &Value) -> bool {
+    NIC_FIELDS.iter().any(|path| {
+        path.iter()
+            .try_fold(obj, |v, key| v.as_object()?.get(*key))
+            .is_some()
+    })
+}
+
 /// Which dialect a request's object speaks (looking at the old object too, so that removing the
-/// last NIC is still seen). `Err(None)`: not hotnic's business; `Err(Some(w))`: skipped, with a
-/// warning for the user.
+/// last NIC is still seen). `Err(None)`: not hotnic's business (a kind hotnic does not read,
+/// neither object [carries NICs](carries_nics), or a KubeVirt launcher pod); `Err(Some(w))`:
+/// skipped, with a warning for the user.
 pub fn detect(
     group: &str,
     kind: &str,
     obj: &Value,
     old: Option<&Value>,
 ) -> Result<Dialect, Option<String>> {
-    match (group, kind) {
-        ("", "Pod") => {
+    let Some(kind) = Kind::of(group, kind) else {
+        return Err(None);
+    };
+    let objects = || std::iter::once(obj).chain(old);
+    if !objects().any(carries_nics) {
+        return Err(None);
+    }
+    match kind {
+        Kind::Pod => {
             if annotations::label(obj, "kubevirt.io") == Some("virt-launcher") {
                 return Err(None);
             }
-            let objects = || std::iter::once(obj).chain(old);
             let arktos = objects().any(|o| {
                 o.get("spec")
                     .and_then(|s| s.get("nics"))
@@ -38,9 +134,8 @@ pub fn detect(
                 (false, false) => Err(None),
             }
         }
-        ("kubevirt.io", "VirtualMachine") => Ok(Dialect::VirtualMachine),
-        ("kubevirt.io", "VirtualMachineInstance") => Ok(Dialect::VirtualMachineInstance),
-        _ => Err(None),
+        Kind::VirtualMachine => Ok(Dialect::VirtualMachine),
+        Kind::VirtualMachineInstance => Ok(Dialect::VirtualMachineInstance),
     }
 }
 
@@ -97,21 +192,20 @@ pub fn owned_by_vm(obj: &Value) -> bool {
 }
 
 /// An optional string field `key` of `obj`: absent or `null` is `None`; any other non-string is
-/// reported as malformed at `{path}.{key}` and read as `None`.
+/// recorded as a syntax finding at `{path}.{key}` and read as `None`.
 fn optional_string(
     obj: &serde_json::Map<String, Value>,
     key: &str,
     path: &str,
-    problems: &mut Vec<crate::model::Cause>,
+    findings: &mut Vec<Finding>,
 ) -> Option<String> {
     match obj.get(key) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
-            problems.push(crate::model::Cause::new(
-                crate::model::Rule::Malformed,
+            findings.push(Finding::new(
                 format!("{path}.{key}"),
-                format!("must be a string, not {other}"),
+                Syntax::NotAString(other.clone()),
             ));
             None
         }

@@ -2,7 +2,8 @@
 
 use super::annotations::{self, NETWORKS, PatchBuilder};
 use crate::model::{
-    BindingField, Cause, Dialect, Field, Mac, NetworkRef, Nic, Rule, Workload, index_path,
+    BindingField, Dialect, Fact, Field, Finding, Mac, NetworkRef, Nic, ShortForm, Syntax, Workload,
+    index_path,
 };
 use serde_json::{Map, Value};
 
@@ -13,8 +14,8 @@ pub struct Elements {
     pub items: Vec<Value>,
     /// Whether the annotation used the short comma form.
     pub short_form: bool,
-    /// Problems that make the annotation unreadable.
-    pub problems: Vec<Cause>,
+    /// Syntax errors that make the annotation (or an element) unreadable.
+    pub problems: Vec<Finding>,
 }
 
 /// Parses the annotation value (a JSON list, or `net`, `ns/net`, `ns/net@ifname` separated by commas).
@@ -22,10 +23,9 @@ pub fn parse_elements(raw: &Value) -> Elements {
     let base = annotations::path(NETWORKS);
     let mut out = Elements::default();
     let Some(text) = raw.as_str() else {
-        out.problems.push(Cause::new(
-            Rule::Malformed,
+        out.problems.push(Finding::new(
             base,
-            "must be a string: a JSON list of network-selection elements",
+            Syntax::AnnotationNotAString(raw.clone()),
         ));
         return out;
     };
@@ -38,32 +38,29 @@ pub fn parse_elements(raw: &Value) -> Elements {
             Ok(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if !item.is_object() {
-                        out.problems.push(Cause::new(
-                            Rule::Malformed,
-                            index_path(&base, i),
-                            "must be an object such as {\"name\": \"net1\", \"interface\": \"eth1\"}",
-                        ));
+                        out.problems
+                            .push(Finding::new(index_path(&base, i), Syntax::NotAnObject));
                     }
                 }
                 out.items = items;
             }
-            Err(e) => out.problems.push(Cause::new(
-                Rule::Malformed,
-                base,
-                format!(
-                    "not valid JSON ({e}); write a JSON list such as [{{\"name\":\"net1\",\"interface\":\"eth1\"}}] or the short form \"net1@eth1,ns2/net2@eth2\""
-                ),
-            )),
+            Err(e) => out
+                .problems
+                .push(Finding::new(base, Syntax::NotJson(e.to_string()))),
         }
         return out;
     }
     out.short_form = true;
     for (i, entry) in text.split(',').enumerate() {
-        match parse_short(entry.trim()) {
+        let entry = entry.trim();
+        match parse_short(entry) {
             Ok(v) => out.items.push(v),
-            Err(msg) => {
-                out.problems
-                    .push(Cause::new(Rule::Malformed, index_path(&base, i), msg));
+            Err(problem) => {
+                let entry = entry.to_string();
+                out.problems.push(Finding::new(
+                    index_path(&base, i),
+                    Syntax::ShortForm { entry, problem },
+                ));
                 out.items.push(Value::Object(Map::new()));
             }
         }
@@ -72,23 +69,22 @@ pub fn parse_elements(raw: &Value) -> Elements {
 }
 
 /// One short-form entry: `net`, `ns/net`, `net@ifname` or `ns/net@ifname`.
-fn parse_short(entry: &str) -> Result<Value, String> {
-    let hint = "write `net`, `namespace/net` or `namespace/net@ifname`, separated by commas";
+fn parse_short(entry: &str) -> Result<Value, ShortForm> {
     if entry.is_empty() {
-        return Err(format!("empty entry; {hint}"));
+        return Err(ShortForm::Empty);
     }
     let (net, ifname) = match entry.split_once('@') {
         Some((n, i)) if !i.contains('@') => (n, Some(i)),
-        Some(_) => return Err(format!("{entry:?} has more than one '@'; {hint}")),
+        Some(_) => return Err(ShortForm::TwoAts),
         None => (entry, None),
     };
     let (ns, name) = match net.split_once('/') {
         Some((ns, n)) if !n.contains('/') => (Some(ns), n),
-        Some(_) => return Err(format!("{entry:?} has more than one '/'; {hint}")),
+        Some(_) => return Err(ShortForm::TwoSlashes),
         None => (None, net),
     };
     if name.is_empty() || ns.is_some_and(str::is_empty) || ifname.is_some_and(str::is_empty) {
-        return Err(format!("{entry:?} has an empty part; {hint}"));
+        return Err(ShortForm::EmptyPart);
     }
     let mut m = Map::new();
     m.insert("name".into(), Value::String(name.into()));
@@ -129,23 +125,18 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
     };
     let base = annotations::path(NETWORKS);
     let parsed = parse_elements(raw);
-    w.problems.extend(parsed.problems);
-    let mut default_routes = Vec::new();
+    w.findings.extend(parsed.problems);
     for (i, item) in parsed.items.iter().enumerate() {
         let Some(el) = item.as_object() else { continue };
         let path = index_path(&base, i);
         let field = |k: &str| format!("{path}.{k}");
-        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.problems);
+        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.findings);
         let name = text("name");
         let ns = text("namespace");
         let ifname = text("interface");
         let mac = text("mac").filter(|m| !m.is_empty());
         if name.as_deref().is_none_or(str::is_empty) {
-            w.problems.push(Cause::new(
-                Rule::Multus,
-                field("name"),
-                "missing; every element names its NetworkAttachmentDefinition, e.g. \"name\": \"bridge-net\"",
-            ));
+            w.found(field("name"), Fact::NoNetworkName);
         }
         let ips = match el.get("ips") {
             None | Some(Value::Null) => Vec::new(),
@@ -154,23 +145,15 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect(),
             Some(_) => {
-                w.problems.push(Cause::new(
-                    Rule::Malformed,
-                    field("ips"),
-                    "must be a list of CIDR strings such as [\"10.1.1.5/24\"]",
-                ));
+                w.found(field("ips"), Syntax::NotAListOfStrings);
                 Vec::new()
             }
         };
         if !ips.is_empty() && el.contains_key("ipam-claim-reference") {
-            w.problems.push(Cause::new(
-                Rule::Multus,
-                field("ips"),
-                "ips and ipam-claim-reference exclude each other; keep one of them",
-            ));
+            w.found(field("ips"), Fact::IpsWithClaim);
         }
         if el.get("default-route").is_some_and(|v| !v.is_null()) {
-            default_routes.push(field("default-route"));
+            w.found(field("default-route"), Fact::DefaultRoute);
         }
         let network_ns = ns.clone().unwrap_or_else(|| namespace.to_string());
         let network = name.clone().map(|n| NetworkRef {
@@ -217,16 +200,6 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
             index: i,
             path,
         });
-    }
-    for extra in default_routes.iter().skip(1) {
-        w.problems.push(Cause::new(
-            Rule::Multus,
-            extra.clone(),
-            format!(
-                "only one element may set default-route (already set at {}); remove it here",
-                default_routes[0]
-            ),
-        ));
     }
     w
 }
@@ -281,15 +254,15 @@ mod tests {
     }
 
     #[test]
-    fn json_form_errors_are_causes() {
+    fn json_form_errors_are_syntax_findings() {
+        assert!(matches!(
+            parse_elements(&json!("[{")).problems[0].fact,
+            Fact::Syntax(Syntax::NotJson(_))
+        ));
         assert_eq!(
-            parse_elements(&json!("[{")).problems[0].rule,
-            Rule::Malformed
-        );
-        assert_eq!(
-            parse_elements(&json!("[1]")).problems[0].field,
+            parse_elements(&json!("[1]")).problems[0].path,
             "metadata.annotations[k8s.v1.cni.cncf.io/networks][0]"
         );
-        assert!(!parse_elements(&json!(5)).problems.is_empty());
+        assert!(parse_elements(&json!(5)).problems[0].is_syntax());
     }
 }

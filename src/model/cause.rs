@@ -1,6 +1,5 @@
-//! Why something is denied: a field path, a message that says what to do instead, and the rule.
-
-use std::fmt;
+//! The rules a denial's cause can come from. The causes themselves ([`crate::policy::Cause`])
+//! are made only by the policy.
 
 /// The rule a cause comes from (also the `rule` label of the denial metrics).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,33 +38,5 @@ impl Rule {
             Rule::Multus => "multus",
             Rule::Allocation => "allocation",
         }
-    }
-}
-
-/// One reason for a denial.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cause {
-    /// The field it is about, e.g. `spec.nics[1].portId`.
-    pub field: String,
-    /// What is wrong and what to do instead.
-    pub message: String,
-    /// The rule that found it.
-    pub rule: Rule,
-}
-
-impl Cause {
-    /// Builds a cause.
-    pub fn new(rule: Rule, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause {
-            field: field.into(),
-            message: message.into(),
-            rule,
-        }
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
     }
 }

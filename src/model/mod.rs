@@ -1,10 +1,12 @@
 //! The NIC model: one description of "a workload with NICs" that every dialect reads into.
 
 pub mod cause;
+pub mod finding;
 pub mod ifname;
 pub mod mac;
 
-pub use cause::{Cause, Rule};
+pub use cause::Rule;
+pub use finding::{Fact, Finding, ShortForm, Syntax};
 pub use mac::Mac;
 use serde_json::Value;
 
@@ -211,8 +213,9 @@ pub struct Workload {
     pub capacity: CapacityFields,
     /// Override of the primary network (Multus `v1.multus-cni.io/default-network`).
     pub primary_network: Option<Field>,
-    /// Problems found while reading (malformed values, dialect well-formedness).
-    pub problems: Vec<Cause>,
+    /// What the reader found for the rules to judge (syntax errors and facts), in reading order.
+    /// Readers never judge: the policy turns findings into causes.
+    pub findings: Vec<Finding>,
 }
 
 impl Workload {
@@ -223,7 +226,7 @@ impl Workload {
             nics: Vec::new(),
             capacity: CapacityFields::default(),
             primary_network: None,
-            problems: Vec::new(),
+            findings: Vec::new(),
         }
     }
 
@@ -235,6 +238,11 @@ impl Workload {
     /// The first NIC with this name.
     pub fn by_name(&self, name: &str) -> Option<&Nic> {
         self.nics.iter().find(|n| n.name.as_deref() == Some(name))
+    }
+
+    /// Records a finding at `path`.
+    pub fn found(&mut self, path: impl Into<String>, fact: impl Into<Fact>) {
+        self.findings.push(Finding::new(path, fact));
     }
 
     /// Whether the workload has any NIC written in the object.

@@ -3,12 +3,15 @@
 //! Pure: no I/O. The webhook server, `hotnic check` and tests all call [`Policy::mutate`] and
 //! [`Policy::validate`].
 
+mod cause;
 mod mutate;
 mod rules;
 
+pub use cause::Cause;
+
 use crate::allocator::{MacAllocator, MacRange, Owner};
 use crate::dialect;
-use crate::model::{Cause, Rule, Workload};
+use crate::model::{Rule, Workload};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -275,7 +278,7 @@ impl Policy {
         let new = dialect::read(d, req.object, req.namespace);
         let old = req.old_object.map(|o| dialect::read(d, o, req.namespace));
         if !new.has_nics()
-            && new.problems.is_empty()
+            && new.findings.is_empty()
             && !old.as_ref().is_some_and(Workload::has_nics)
         {
             return Err(None);

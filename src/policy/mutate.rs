@@ -1,18 +1,12 @@
 //! Mutations: MAC injection (keeping MACs stable across updates) and the capacity default.
 
-use super::{Denial, Operation, Outcome, Policy, Request, Subject};
+use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::dialect::{self, PatchBuilder, annotations};
-use crate::model::{Cause, MAX_CAPACITY, Mac, Rule, parse_capacity};
+use crate::model::{MAX_CAPACITY, Mac, Rule, parse_capacity};
 use std::collections::HashSet;
 
 pub(super) fn run(p: &Policy, req: &Request<'_>, s: &Subject) -> Outcome {
-    let malformed: Vec<Cause> = s
-        .new
-        .problems
-        .iter()
-        .filter(|c| c.rule == Rule::Malformed)
-        .cloned()
-        .collect();
+    let malformed = rules::syntax_errors(&s.new);
     if !malformed.is_empty() {
         return Outcome::Denied(Denial::from_causes(malformed, Vec::new()));
     }

@@ -1,14 +1,21 @@
 //! The rules, each written once against the NIC model. Every rule adds all the causes it finds.
+//!
+//! The readers only record findings (syntax errors and facts); every decision, its field path
+//! and its hint are here, including those on the readers' findings ([`findings`]).
 
-use super::{Operation, Policy, Request, Subject};
+use super::{Cause, Operation, Policy, Request, Subject};
 use crate::model::ifname::{kubevirt_name_problem, linux_ifname_problem};
-use crate::model::{Cause, Mac, NameStyle, Nic, Rule, UnplugStyle, Workload, parse_capacity};
+use crate::model::{
+    Dialect, Fact, Finding, Mac, NameStyle, Nic, Rule, ShortForm, Syntax, UnplugStyle, Workload,
+    parse_capacity,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 
 /// Runs every rule.
 pub(super) fn check(p: &Policy, req: &Request<'_>, s: &Subject) -> Vec<Cause> {
-    let mut causes = s.new.problems.clone();
+    let mut causes = Vec::new();
+    findings(&s.new, &mut causes);
     names(&s.new, &mut causes);
     macs(p, s, &mut causes);
     capacity(req, s, &mut causes);
@@ -34,6 +41,122 @@ pub(super) fn warnings(s: &Subject) -> Vec<String> {
         }
     }
     out
+}
+
+/// The syntax errors the reader found, as malformed causes (in reading order).
+pub(super) fn syntax_errors(w: &Workload) -> Vec<Cause> {
+    w.findings
+        .iter()
+        .filter_map(|f| match &f.fact {
+            Fact::Syntax(s) => Some(malformed(w.dialect, &f.path, s)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The readers' findings, judged in reading order: syntax errors are malformed (422), the Multus
+/// element facts are rule 7, the KubeVirt interface/network pairing is rule 1.
+fn findings(w: &Workload, causes: &mut Vec<Cause>) {
+    for f in &w.findings {
+        let cause = |rule: Rule, message: String| Cause::new(rule, f.path.clone(), message);
+        causes.push(match &f.fact {
+            Fact::Syntax(s) => malformed(w.dialect, &f.path, s),
+            // Rule 7: every element names its network; ips and a claim exclude each other.
+            Fact::NoNetworkName => cause(
+                Rule::Multus,
+                "missing; every element names its NetworkAttachmentDefinition, e.g. \"name\": \"bridge-net\"".into(),
+            ),
+            Fact::IpsWithClaim => cause(
+                Rule::Multus,
+                "ips and ipam-claim-reference exclude each other; keep one of them".into(),
+            ),
+            // Judged across the elements, below.
+            Fact::DefaultRoute => continue,
+            // Rule 1 (KubeVirt): interfaces and networks are paired by name.
+            Fact::UnnamedNetwork => cause(
+                Rule::Names,
+                "missing; every network needs the name of its interface".into(),
+            ),
+            Fact::NetworkWithoutInterface { name, interfaces } => cause(
+                Rule::Names,
+                format!("no interface named {name:?}; add one to {interfaces} or remove this network"),
+            ),
+            Fact::InterfaceWithoutNetwork { name, networks } => cause(
+                Rule::Names,
+                format!("no network named {name:?}; add {{\"name\": {name:?}, \"multus\": {{\"networkName\": \"<nad>\"}}}} to {networks}"),
+            ),
+        });
+    }
+    one_default_route(&w.findings, causes);
+}
+
+/// Rule 7: at most one Multus element sets `default-route`.
+fn one_default_route(findings: &[Finding], causes: &mut Vec<Cause>) {
+    let mut routes = findings
+        .iter()
+        .filter(|f| f.fact == Fact::DefaultRoute)
+        .map(|f| f.path.as_str());
+    let Some(first) = routes.next() else { return };
+    for extra in routes {
+        causes.push(Cause::new(
+            Rule::Multus,
+            extra,
+            format!(
+                "only one element may set default-route (already set at {first}); remove it here"
+            ),
+        ));
+    }
+}
+
+/// A syntax error as a malformed cause, saying what to write instead. The examples are the
+/// dialect's: the annotation holding JSON is the networks list for Multus and the MAC map for
+/// Arktos; the NIC list is `spec.nics` for Arktos and the interfaces for KubeVirt.
+fn malformed(d: Dialect, path: &str, s: &Syntax) -> Cause {
+    let mac_map = |why: String| {
+        format!(
+            "{why}; write a JSON object of NIC name to MAC, e.g. {{\"eth1\":\"02:00:00:00:00:01\"}}"
+        )
+    };
+    let short = "write `net`, `namespace/net` or `namespace/net@ifname`, separated by commas";
+    let message = match (s, d) {
+        (Syntax::NotAString(v), _) => format!("must be a string, not {v}"),
+        (Syntax::NotAList(v), Dialect::Arktos) => format!("must be a list of NICs, not {v}"),
+        (Syntax::NotAList(v), _) => format!("must be a list, not {v}"),
+        (Syntax::NotAnObject, Dialect::Arktos) => {
+            "must be an object such as {\"name\": \"eth1\"}".into()
+        }
+        (Syntax::NotAnObject, Dialect::Multus) => {
+            "must be an object such as {\"name\": \"net1\", \"interface\": \"eth1\"}".into()
+        }
+        (Syntax::NotAnObject, _) => {
+            "must be an object such as {\"name\": \"nic1\", \"bridge\": {}}".into()
+        }
+        (Syntax::NotAListOfStrings, _) => {
+            "must be a list of CIDR strings such as [\"10.1.1.5/24\"]".into()
+        }
+        (Syntax::AnnotationNotAString(_), Dialect::Multus) => {
+            "must be a string: a JSON list of network-selection elements".into()
+        }
+        (Syntax::AnnotationNotAString(v), _) => mac_map(format!("{v} is not a string")),
+        (Syntax::NotJson(e), Dialect::Multus) => format!(
+            "not valid JSON ({e}); write a JSON list such as [{{\"name\":\"net1\",\"interface\":\"eth1\"}}] or the short form \"net1@eth1,ns2/net2@eth2\""
+        ),
+        (Syntax::NotJson(e), _) => mac_map(format!("not valid JSON ({e})")),
+        (Syntax::NotAJsonObject(v), _) => mac_map(format!("{v} is not a JSON object")),
+        (Syntax::MacNotAString { nic, found }, _) => {
+            mac_map(format!("the value for {nic:?} is {found}, not a string"))
+        }
+        (Syntax::ShortForm { entry, problem }, _) => match problem {
+            ShortForm::Empty => format!("empty entry; {short}"),
+            ShortForm::TwoAts => format!("{entry:?} has more than one '@'; {short}"),
+            ShortForm::TwoSlashes => format!("{entry:?} has more than one '/'; {short}"),
+            ShortForm::EmptyPart => format!("{entry:?} has an empty part; {short}"),
+        },
+        (Syntax::PortIdSpellings { lower, upper }, _) => format!(
+            "portId {lower:?} and portID {upper:?} differ; set only one of the two spellings"
+        ),
+    };
+    Cause::new(Rule::Malformed, path, message)
 }
 
 /// The list a NIC's element path belongs to (`spec.nics[2]` → `spec.nics`), for NICs that are gone.

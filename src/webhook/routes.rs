@@ -2,6 +2,7 @@
 
 use super::metrics::{EndpointLabels, Metrics, ReviewLabels, RuleLabels};
 use crate::admission::{Phase, Review, response};
+use crate::dialect;
 use crate::policy::{Outcome, Policy};
 use axum::Router;
 use axum::body::Bytes;
@@ -124,15 +125,10 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The `kind` metric label: the kinds hotnic reads, else `other`, so that a client cannot grow
-/// the label set without bound.
-fn kind_label(kind: &str) -> &'static str {
-    match kind {
-        "Pod" => "Pod",
-        "VirtualMachine" => "VirtualMachine",
-        "VirtualMachineInstance" => "VirtualMachineInstance",
-        _ => "other",
-    }
+/// The `kind` metric label: the kinds hotnic reads ([`dialect::Kind`]), else `other`, so that a
+/// client cannot grow the label set without bound.
+fn kind_label(group: &str, kind: &str) -> &'static str {
+    dialect::Kind::of(group, kind).map_or("other", |k| k.as_str())
 }
 
 fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
@@ -188,11 +184,11 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         Phase::Mutate => s.policy.mutate(&request),
         Phase::Validate => s.policy.validate(&request),
     };
-    let body = response(&review.uid, phase, &outcome);
-    let verdict = if outcome.is_allowed() {
-        "allowed"
-    } else {
-        "denied"
+    let answer = response(&review.uid, phase, &outcome);
+    let verdict = match (&answer, outcome.is_allowed()) {
+        (Err(_), _) => "error",
+        (Ok(_), true) => "allowed",
+        (Ok(_), false) => "denied",
     };
     let elapsed = start.elapsed();
     span.record("verdict", verdict);
@@ -201,7 +197,7 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint,
-            kind: kind_label(&review.kind.kind).into(),
+            kind: kind_label(&review.kind.group, &review.kind.kind).into(),
             operation: review.operation.as_str(),
             verdict,
         })
@@ -210,6 +206,15 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         .latency
         .get_or_create(&EndpointLabels { endpoint })
         .observe(elapsed.as_secs_f64());
+    let body = match answer {
+        Ok(body) => body,
+        Err(e) => {
+            // Never an answer without the patch or status it should carry: the API server
+            // treats a 500 as a webhook failure (failurePolicy decides).
+            tracing::error!(error = %e, "cannot write the answer");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
+    };
     match &outcome {
         Outcome::Denied(d) => {
             for c in &d.causes {
