@@ -319,9 +319,7 @@ const BASE_OBJECTS: &[&str] = &[
     "Namespace/hotnic-system",
     "ServiceAccount/hotnic-webhook",
     "ServiceAccount/hotnic-agent",
-    "ClusterRole/hotnic-webhook",
     "ClusterRole/hotnic-agent",
-    "ClusterRoleBinding/hotnic-webhook",
     "ClusterRoleBinding/hotnic-agent",
     "Service/hotnic-webhook",
     "Deployment/hotnic-webhook",
@@ -1502,23 +1500,34 @@ fn rbac_is_least_privilege_without_wildcards() {
         assert!(!(kind == "ClusterRole" && o["aggregationRule"].is_object()));
     }
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
+    // The webhook calls no API: no role, no binding, no token in its pods.
+    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(
+            !objs
+                .iter()
+                .any(|o| o["kind"] == kind && o["metadata"]["name"] == "hotnic-webhook"),
+            "the webhook needs no {kind}"
+        );
+    }
+    let binds_webhook = |b: &Value| {
+        b["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == "hotnic-webhook")
+    };
+    assert!(
+        !objs
+            .iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+            .any(binds_webhook),
+        "nothing binds the webhook's ServiceAccount"
+    );
+    let sa: ServiceAccount = typed(&objs, "ServiceAccount", "hotnic-webhook");
+    assert_eq!(sa.automount_service_account_token, Some(false));
     assert_eq!(
-        flatten(&rules(&objs, "hotnic-webhook")),
-        set(&[
-            "/pods:get",
-            "/pods:list",
-            "/pods:watch",
-            "kubevirt.io/virtualmachines:get",
-            "kubevirt.io/virtualmachines:list",
-            "kubevirt.io/virtualmachines:watch",
-            "kubevirt.io/virtualmachineinstances:get",
-            "kubevirt.io/virtualmachineinstances:list",
-            "kubevirt.io/virtualmachineinstances:watch",
-            "k8s.cni.cncf.io/network-attachment-definitions:get",
-            "k8s.cni.cncf.io/network-attachment-definitions:list",
-            "k8s.cni.cncf.io/network-attachment-definitions:watch",
-        ]),
-        "the webhook only reads"
+        find(&objs, "Deployment", "hotnic-webhook")["spec"]["template"]["spec"]["automountServiceAccountToken"],
+        false
     );
     assert_eq!(
         flatten(&rules(&objs, "hotnic-agent")),
@@ -1537,11 +1546,13 @@ fn rbac_is_least_privilege_without_wildcards() {
             "k8s.cni.cncf.io/network-attachment-definitions:watch",
         ])
     );
-    // Each binding: its own ClusterRole, its own ServiceAccount, used by its own workload.
-    for (name, workload_kind) in [
-        ("hotnic-webhook", "Deployment"),
-        ("hotnic-agent", "DaemonSet"),
-    ] {
+    // The agent's binding: its own ClusterRole, its own ServiceAccount, used by its own workload;
+    // the webhook's ServiceAccount is used by its Deployment.
+    assert_eq!(
+        find(&objs, "Deployment", "hotnic-webhook")["spec"]["template"]["spec"]["serviceAccountName"],
+        "hotnic-webhook"
+    );
+    for (name, workload_kind) in [("hotnic-agent", "DaemonSet")] {
         let b: ClusterRoleBinding = typed(&objs, "ClusterRoleBinding", name);
         assert_eq!(
             (b.role_ref.kind.as_str(), b.role_ref.name.as_str()),
