@@ -1552,28 +1552,27 @@ fn rbac_is_least_privilege_without_wildcards() {
         find(&objs, "Deployment", "hotnic-webhook")["spec"]["template"]["spec"]["serviceAccountName"],
         "hotnic-webhook"
     );
-    for (name, workload_kind) in [("hotnic-agent", "DaemonSet")] {
-        let b: ClusterRoleBinding = typed(&objs, "ClusterRoleBinding", name);
-        assert_eq!(
-            (b.role_ref.kind.as_str(), b.role_ref.name.as_str()),
-            ("ClusterRole", name)
-        );
-        let subjects = b.subjects.unwrap();
-        assert_eq!(subjects.len(), 1);
-        assert_eq!(
-            (
-                subjects[0].kind.as_str(),
-                subjects[0].name.as_str(),
-                subjects[0].namespace.as_deref()
-            ),
-            ("ServiceAccount", name, Some(NS))
-        );
-        let _: ServiceAccount = typed(&objs, "ServiceAccount", name);
-        assert_eq!(
-            find(&objs, workload_kind, name)["spec"]["template"]["spec"]["serviceAccountName"],
-            name
-        );
-    }
+    let name = "hotnic-agent";
+    let b: ClusterRoleBinding = typed(&objs, "ClusterRoleBinding", name);
+    assert_eq!(
+        (b.role_ref.kind.as_str(), b.role_ref.name.as_str()),
+        ("ClusterRole", name)
+    );
+    let subjects = b.subjects.unwrap();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (
+            subjects[0].kind.as_str(),
+            subjects[0].name.as_str(),
+            subjects[0].namespace.as_deref()
+        ),
+        ("ServiceAccount", name, Some(NS))
+    );
+    let _: ServiceAccount = typed(&objs, "ServiceAccount", name);
+    assert_eq!(
+        find(&objs, "DaemonSet", name)["spec"]["template"]["spec"]["serviceAccountName"],
+        name
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
