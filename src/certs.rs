@@ -1,13 +1,63 @@
 //! Certificates: a CA and a serving certificate signed by it (`hotnic certs`, `webhook --dev`).
 
-use anyhow::{Context, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
+
+/// Why certificates cannot be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    /// No name to issue a serving certificate for.
+    #[error("give at least one --dns name or --ip")]
+    NoNames,
+    /// A DNS name that is not one.
+    #[error("{0:?} is not a valid DNS name (RFC 1123 labels, optionally a leading \"*.\")")]
+    BadDnsName(String),
+    /// rcgen refused a DNS name as a subject alternative name.
+    #[error("{name:?} is not usable as a DNS subject alternative name")]
+    San {
+        /// The name.
+        name: String,
+        /// rcgen's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// rcgen failed (key generation, signing).
+    #[error("{what}")]
+    Generate {
+        /// What was being made.
+        what: &'static str,
+        /// rcgen's error.
+        #[source]
+        source: rcgen::Error,
+    },
+    /// A file or directory cannot be written.
+    #[error("writing {}", path.display())]
+    Write {
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type Result<T, E = CertsError> = std::result::Result<T, E>;
+
+fn generating(what: &'static str) -> impl FnOnce(rcgen::Error) -> CertsError {
+    move |source| CertsError::Generate { what, source }
+}
+
+fn writing(path: &Path) -> impl FnOnce(std::io::Error) -> CertsError + '_ {
+    move |source| CertsError::Write {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// File names inside a certificate directory (as in a `kubernetes.io/tls` Secret, plus the CA).
 pub const CA_FILE: &str = "ca.crt";
@@ -85,13 +135,13 @@ fn validity(days: u32) -> (OffsetDateTime, OffsetDateTime) {
 impl Ca {
     /// A new self-signed CA (ECDSA P-256) valid for `days`.
     pub fn new(days: u32) -> Result<Self> {
-        let key = KeyPair::generate().context("generating the CA key")?;
+        let key = KeyPair::generate().map_err(generating("generating the CA key"))?;
         let mut ca = CertificateParams::default();
         ca.distinguished_name = name("hotnic webhook CA");
         ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         (ca.not_before, ca.not_after) = validity(days);
-        let cert = ca.self_signed(&key).context("signing the CA")?;
+        let cert = ca.self_signed(&key).map_err(generating("signing the CA"))?;
         Ok(Ca {
             issuer: Issuer::new(ca, key),
             pem: cert.pem(),
@@ -106,16 +156,13 @@ impl Ca {
 
     /// Issues a serving certificate (ECDSA P-256) for `dns` and `ips`: (certificate PEM, key PEM).
     pub fn issue(&self, dns: &[String], ips: &[IpAddr], days: u32) -> Result<(String, String)> {
-        anyhow::ensure!(
-            !dns.is_empty() || !ips.is_empty(),
-            "give at least one --dns name or --ip"
-        );
-        let key = KeyPair::generate().context("generating the serving key")?;
-        if let Some(bad) = dns.iter().find(|d| !valid_dns_name(d)) {
-            anyhow::bail!(
-                "{bad:?} is not a valid DNS name (RFC 1123 labels, optionally a leading \"*.\")"
-            );
+        if dns.is_empty() && ips.is_empty() {
+            return Err(CertsError::NoNames);
         }
+        if let Some(bad) = dns.iter().find(|d| !valid_dns_name(d)) {
+            return Err(CertsError::BadDnsName(bad.clone()));
+        }
+        let key = KeyPair::generate().map_err(generating("generating the serving key"))?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name(dns.first().map_or("hotnic-webhook", String::as_str));
         params.subject_alt_names = dns
@@ -124,7 +171,10 @@ impl Ca {
                 d.clone()
                     .try_into()
                     .map(SanType::DnsName)
-                    .with_context(|| format!("{d:?} is not a valid DNS name"))
+                    .map_err(|source| CertsError::San {
+                        name: d.clone(),
+                        source,
+                    })
             })
             .chain(ips.iter().map(|ip| Ok(SanType::IpAddress(*ip))))
             .collect::<Result<_>>()?;
@@ -136,7 +186,7 @@ impl Ca {
         (params.not_before, params.not_after) = validity(days.min(self.days));
         let cert = params
             .signed_by(&key, &self.issuer)
-            .context("signing the serving certificate")?;
+            .map_err(generating("signing the serving certificate"))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }
@@ -178,7 +228,7 @@ fn name(common: &str) -> DistinguishedName {
 
 /// Writes `ca.crt`, `tls.crt` and `tls.key` (mode 0600) into `dir`.
 pub fn write(dir: &Path, g: &Generated) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(writing(dir))?;
     for (file, text, private) in [
         (CA_FILE, &g.ca_pem, false),
         (CERT_FILE, &g.cert_pem, false),
@@ -186,12 +236,13 @@ pub fn write(dir: &Path, g: &Generated) -> Result<()> {
     ] {
         let path = dir.join(file);
         let tmp = dir.join(format!(".{file}.tmp"));
-        std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::write(&tmp, text).map_err(writing(&tmp))?;
         if private {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+                .map_err(writing(&tmp))?;
         }
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::rename(&tmp, &path).map_err(writing(&path))?;
     }
     Ok(())
 }
@@ -223,7 +274,11 @@ pub fn ensure_dev(dir: &Path) -> Result<(PathBuf, PathBuf)> {
     if !usable {
         let mut dns = default_dns();
         dns.insert(0, "localhost".into());
-        let g = generate(&dns, &["127.0.0.1".parse()?, "::1".parse()?], 365)?;
+        let g = generate(
+            &dns,
+            &[Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into()],
+            365,
+        )?;
         write(dir, &g)?;
         tracing::warn!(dir = %dir.display(), "created self-signed DEV certificates; never use them in production");
     }

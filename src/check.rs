@@ -1,8 +1,9 @@
 //! `hotnic check`: run the admission policy offline on manifests, like `kyverno apply`.
 
 use crate::admission::Review;
-use crate::allocator::{InMemoryAllocator, MacRange};
-use crate::policy::{Operation, Outcome, Policy, PolicyConfig, Request};
+use crate::allocator::InMemoryAllocator;
+use crate::cli::PolicyArgs;
+use crate::policy::{Operation, Outcome, Policy, Request};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,26 +39,79 @@ pub struct CheckArgs {
     /// Namespace for objects that name none.
     #[arg(long, default_value = "default")]
     pub namespace: String,
-    /// Range MACs are allocated from.
-    #[arg(
-        long,
-        env = "HOTNIC_MAC_RANGE",
-        default_value = "02:00:00:00:00:00-02:ff:ff:ff:ff:ff"
-    )]
-    pub mac_range: MacRange,
-    /// Capacity for workloads that state none (before max with their NIC count).
-    #[arg(long, env = "HOTNIC_DEFAULT_CAPACITY", default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=32))]
-    pub default_capacity: u8,
+    /// MAC range and default capacity.
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
-/// Bad input for `hotnic check`: names the file and the problem.
+/// Bad input for `hotnic check`: names the file; the problem is its source.
 #[derive(Debug, thiserror::Error)]
-#[error("{file}: {problem}")]
+#[error("{file}")]
 pub struct InputError {
-    /// The file.
+    /// The file (or the flag, e.g. `--new`).
     pub file: String,
     /// What is wrong with it.
-    pub problem: String,
+    #[source]
+    pub problem: Problem,
+}
+
+impl InputError {
+    fn new(file: impl std::fmt::Display, problem: Problem) -> Self {
+        InputError {
+            file: file.to_string(),
+            problem,
+        }
+    }
+}
+
+/// What is wrong with an input of `hotnic check`.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// The file cannot be read.
+    #[error("cannot read")]
+    Read(#[source] std::io::Error),
+    /// It starts like JSON but is not.
+    #[error("not valid JSON")]
+    Json(#[source] serde_json::Error),
+    /// It is not YAML.
+    #[error("not valid YAML")]
+    Yaml(#[source] serde_yaml::Error),
+    /// A patch file that is neither.
+    #[error("not valid JSON or YAML")]
+    JsonOrYaml(#[source] serde_yaml::Error),
+    /// YAML that JSON cannot hold (e.g. non-string keys).
+    #[error("not representable as JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// No document at all.
+    #[error("empty file")]
+    Empty,
+    /// Not a mapping.
+    #[error("not a Kubernetes object (expected a mapping with apiVersion and kind)")]
+    NotAnObject,
+    /// A mapping without `apiVersion` or `kind`.
+    #[error("has no {0}")]
+    Missing(&'static str),
+    /// A `--json-patch` file that is not an RFC 6902 patch.
+    #[error("not a JSON Patch")]
+    NotAJsonPatch(#[source] serde_json::Error),
+    /// The patch does not apply to `--old`.
+    #[error("does not apply to --old")]
+    DoesNotApply(#[source] json_patch::PatchError),
+    /// hotnic's own patch does not apply to the object it was made for (a bug).
+    #[error("internal error: patch does not apply")]
+    OwnPatch(#[source] json_patch::PatchError),
+    /// The review envelope is not what the API server sends.
+    #[error(transparent)]
+    Review(#[from] crate::admission::ReviewError),
+    /// The review carries no object.
+    #[error("request.object missing")]
+    NoObject,
+    /// Neither `--new` nor a patch of `--old`.
+    #[error("required (or --old with --json-patch/--merge-patch)")]
+    NoNewObject,
+    /// An UPDATE without the old object.
+    #[error("--operation UPDATE needs --old")]
+    UpdateWithoutOld,
 }
 
 /// The verdict of a check.
@@ -80,29 +134,23 @@ impl Report {
 
 /// Reads a manifest (JSON or YAML; the first document of a YAML stream).
 pub fn read_manifest(path: &Path) -> Result<Value, InputError> {
-    let err = |problem: String| InputError {
-        file: path.display().to_string(),
-        problem,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let err = |problem| InputError::new(path.display(), problem);
+    let text = std::fs::read_to_string(path).map_err(|e| err(Problem::Read(e)))?;
     let value: Value = if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).map_err(|e| err(format!("not valid JSON: {e}")))?
+        serde_json::from_str(&text).map_err(|e| err(Problem::Json(e)))?
     } else {
         let doc = serde_yaml::Deserializer::from_str(&text)
             .next()
-            .ok_or_else(|| err("empty file".into()))?;
-        let yaml =
-            serde_yaml::Value::deserialize(doc).map_err(|e| err(format!("not valid YAML: {e}")))?;
-        serde_json::to_value(yaml).map_err(|e| err(format!("not representable as JSON: {e}")))?
+            .ok_or_else(|| err(Problem::Empty))?;
+        let yaml = serde_yaml::Value::deserialize(doc).map_err(|e| err(Problem::Yaml(e)))?;
+        serde_json::to_value(yaml).map_err(|e| err(Problem::NotJson(e)))?
     };
     if !value.is_object() {
-        return Err(err(
-            "not a Kubernetes object (expected a mapping with apiVersion and kind)".into(),
-        ));
+        return Err(err(Problem::NotAnObject));
     }
     for key in ["apiVersion", "kind"] {
         if !value.get(key).is_some_and(Value::is_string) {
-            return Err(err(format!("has no {key}")));
+            return Err(err(Problem::Missing(key)));
         }
     }
     Ok(value)
@@ -126,11 +174,10 @@ fn group_kind(obj: &Value) -> (String, String) {
 }
 
 /// Applies an allowed outcome's patch.
-fn patched(obj: &Value, out: &Outcome) -> Result<Value, String> {
+fn patched(obj: &Value, out: &Outcome) -> Result<Value, Problem> {
     let mut o = obj.clone();
     if let Some(p) = out.patch() {
-        json_patch::patch(&mut o, &p.0)
-            .map_err(|e| format!("internal error: patch does not apply: {e}"))?;
+        json_patch::patch(&mut o, &p.0).map_err(Problem::OwnPatch)?;
     }
     Ok(o)
 }
@@ -153,37 +200,30 @@ fn as_created(policy: &Policy, old: &Value, namespace: &str) -> Result<Value, In
         object: old,
         old_object: None,
     };
-    patched(old, &policy.mutate(&req)).map_err(|problem| InputError {
-        file: "--old".into(),
-        problem,
-    })
+    patched(old, &policy.mutate(&req)).map_err(|problem| InputError::new("--old", problem))
 }
 
 /// The new object: --new, or --old with --json-patch / --merge-patch applied.
 fn new_object(args: &CheckArgs, old: Option<&Value>) -> Result<(PathBuf, Value), InputError> {
     let patch_file = args.json_patch.as_ref().or(args.merge_patch.as_ref());
     let (Some(path), Some(old)) = (patch_file, old) else {
-        let path = args.new.clone().ok_or_else(|| InputError {
-            file: "--new".into(),
-            problem: "required (or --old with --json-patch/--merge-patch)".into(),
-        })?;
+        let path = args
+            .new
+            .clone()
+            .ok_or_else(|| InputError::new("--new", Problem::NoNewObject))?;
         let object = read_manifest(&path)?;
         return Ok((path, object));
     };
-    let err = |problem: String| InputError {
-        file: path.display().to_string(),
-        problem,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let err = |problem| InputError::new(path.display(), problem);
+    let text = std::fs::read_to_string(path).map_err(|e| err(Problem::Read(e)))?;
     let patch: Value = serde_yaml::from_str::<serde_yaml::Value>(&text)
-        .map_err(|e| err(format!("not valid JSON or YAML: {e}")))
-        .and_then(|y| serde_json::to_value(y).map_err(|e| err(e.to_string())))?;
+        .map_err(|e| err(Problem::JsonOrYaml(e)))
+        .and_then(|y| serde_json::to_value(y).map_err(|e| err(Problem::NotJson(e))))?;
     let mut object = old.clone();
     if args.json_patch.is_some() {
         let ops: json_patch::Patch =
-            serde_json::from_value(patch).map_err(|e| err(format!("not a JSON Patch: {e}")))?;
-        json_patch::patch(&mut object, &ops.0)
-            .map_err(|e| err(format!("does not apply to --old: {e}")))?;
+            serde_json::from_value(patch).map_err(|e| err(Problem::NotAJsonPatch(e)))?;
+        json_patch::patch(&mut object, &ops.0).map_err(|e| err(Problem::DoesNotApply(e)))?;
     } else {
         json_patch::merge(&mut object, &patch);
     }
@@ -194,16 +234,12 @@ fn new_object(args: &CheckArgs, old: Option<&Value>) -> Result<(PathBuf, Value),
 pub fn check(policy: &Policy, args: &CheckArgs) -> Result<Report, InputError> {
     let (operation, dry_run, namespace, name, object, old, (group, kind)) = match &args.review {
         Some(path) => {
-            let file = path.display().to_string();
-            let err = |problem: String| InputError {
-                file: file.clone(),
-                problem,
-            };
-            let body = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
+            let err = |problem| InputError::new(path.display(), problem);
+            let body = std::fs::read(path).map_err(|e| err(Problem::Read(e)))?;
             // The webhook's parser: the same envelope checks (apiVersion, kind, uid, operation).
-            let review = Review::parse(&body).map_err(|e| err(e.to_string()))?;
+            let review = Review::parse(&body).map_err(|e| err(e.into()))?;
             if !review.object.is_object() {
-                return Err(err("request.object missing".into()));
+                return Err(err(Problem::NoObject));
             }
             let namespace = Some(review.namespace)
                 .filter(|n| !n.is_empty())
@@ -231,10 +267,10 @@ pub fn check(policy: &Policy, args: &CheckArgs) -> Result<Report, InputError> {
                 None => Operation::Create,
             };
             if op == Operation::Update && old.is_none() {
-                return Err(InputError {
-                    file: new_path.display().to_string(),
-                    problem: "--operation UPDATE needs --old".into(),
-                });
+                return Err(InputError::new(
+                    new_path.display(),
+                    Problem::UpdateWithoutOld,
+                ));
             }
             let meta = |k: &str| {
                 object
@@ -267,10 +303,7 @@ pub fn check(policy: &Policy, args: &CheckArgs) -> Result<Report, InputError> {
             object,
         });
     }
-    let mutated = patched(&object, &mutation).map_err(|p| InputError {
-        file: "object".into(),
-        problem: p,
-    })?;
+    let mutated = patched(&object, &mutation).map_err(|p| InputError::new("object", p))?;
     let vreq = Request {
         object: &mutated,
         ..req
@@ -327,10 +360,8 @@ pub fn render(report: &Report, show_patch: bool) -> String {
 /// Runs `hotnic check`; returns the exit code: 0 allowed, 1 denied, 2 bad input.
 pub fn run(args: &CheckArgs) -> i32 {
     let policy = Policy::new(
-        PolicyConfig {
-            default_capacity: args.default_capacity,
-        },
-        Arc::new(InMemoryAllocator::new(args.mac_range)),
+        args.policy.config(),
+        Arc::new(InMemoryAllocator::new(args.policy.mac_range)),
     );
     match check(&policy, args) {
         Ok(report) => {
@@ -338,7 +369,7 @@ pub fn run(args: &CheckArgs) -> i32 {
             if report.allowed() { 0 } else { 1 }
         }
         Err(e) => {
-            eprintln!("hotnic check: {e}");
+            eprintln!("hotnic check: {}", crate::runtime::Chain(&e));
             2
         }
     }

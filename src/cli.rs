@@ -1,6 +1,33 @@
-//! Command-line pieces the subcommands share: durations, log format, logging setup.
+//! Command-line pieces the subcommands share: durations, log format, logging setup, the
+//! policy's flags.
 
+use crate::allocator::MacRange;
+use crate::policy::PolicyConfig;
 use std::time::Duration;
+
+/// The policy's flags, the same for `hotnic webhook` and `hotnic check`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PolicyArgs {
+    /// Range injected MACs come from (locally administered unicast addresses only).
+    #[arg(
+        long,
+        env = "HOTNIC_MAC_RANGE",
+        default_value = "02:00:00:00:00:00-02:ff:ff:ff:ff:ff"
+    )]
+    pub mac_range: MacRange,
+    /// Interface capacity for workloads that state none (before max with their NIC count).
+    #[arg(long, env = "HOTNIC_DEFAULT_CAPACITY", default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=32))]
+    pub default_capacity: u8,
+}
+
+impl PolicyArgs {
+    /// The policy settings they give.
+    pub fn config(&self) -> PolicyConfig {
+        PolicyConfig {
+            default_capacity: self.default_capacity,
+        }
+    }
+}
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

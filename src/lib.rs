@@ -4,9 +4,12 @@
 //! - [`dialect`]: the three dialects (Arktos pods, Multus pods, KubeVirt) that read and write it;
 //! - [`allocator`]: MAC allocation (range, allocator trait, in-memory allocator);
 //! - [`policy`]: the admission policy (mutations and rules);
+//! - [`claims`]: cluster-wide MAC claims (`MACAddress` objects), their allocator and repair loop;
 //! - [`check`]: `hotnic check`, the policy run offline on manifests;
 //! - [`admission`], [`webhook`], [`certs`]: AdmissionReview v1 on the wire, the TLS server, certificates;
-//! - [`agent`]: the node agent (CRI network-namespace lookup, ...).
+//! - [`agent`]: the node agent (CRI network-namespace lookup, ...);
+//! - [`runtime`]: what the webhook and the agent share as processes: signals and shutdown,
+//!   readiness, the metrics registry, the hardened admin listener.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,8 +18,11 @@ pub mod agent;
 pub mod allocator;
 pub mod certs;
 pub mod check;
+pub mod claims;
 pub mod cli;
 pub mod dialect;
 pub mod model;
+pub mod nic;
 pub mod policy;
+pub mod runtime;
 pub mod webhook;

@@ -21,31 +21,37 @@ enum Command {
     Check(hotnic::check::CheckArgs),
     /// Run the node agent: plug and unplug pod NICs with CNI plugins.
     Agent(hotnic::agent::AgentArgs),
+    /// Add, remove and list NICs of pods and KubeVirt VMs (what `kubectl hotnic` does).
+    Nic(hotnic::nic::NicArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check(args) => hotnic::check::run(&args),
+        Command::Nic(args) => hotnic::nic::run(args),
         Command::Certs(args) => report(hotnic::certs::run(&args)),
         Command::Agent(args) => {
-            report(runtime().and_then(|rt| rt.block_on(hotnic::agent::run(args))))
+            report(runtime().and_then(|rt| Ok(rt.block_on(hotnic::agent::run(args))?)))
         }
         Command::Webhook(args) => {
-            report(runtime().and_then(|rt| rt.block_on(hotnic::webhook::run(args))))
+            report(runtime().and_then(|rt| Ok(rt.block_on(hotnic::webhook::run(args))?)))
         }
     };
     std::process::exit(code);
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?)
+        .build()
+        .context("starting the async runtime")
 }
 
-fn report(r: anyhow::Result<()>) -> i32 {
-    match r {
+/// The edge: the library's typed errors become an `anyhow::Error`, printed with every cause.
+fn report<E: Into<anyhow::Error>>(r: Result<(), E>) -> i32 {
+    match r.map_err(Into::into) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("hotnic: {e:#}");

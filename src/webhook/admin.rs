@@ -1,69 +1,41 @@
-//! The admin listener (plain HTTP): `/livez`, `/readyz`, `/metrics`.
+//! The webhook's admin endpoints (`/livez`, `/readyz`, `/metrics`): its readiness checks and its
+//! metrics, on the runtime's admin router ([`crate::runtime::admin`]).
 
 use super::routes::AppState;
 use super::tls::CertStore;
+use crate::runtime::{Readiness, admin};
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-#[derive(Clone)]
-struct Admin {
-    app: Arc<AppState>,
-    certs: Option<Arc<CertStore>>,
+/// The webhook's readiness: certificates loaded (`certs` given), the MAC allocator ready, and not
+/// shutting down (neither stopping nor draining).
+pub fn readiness(app: &Arc<AppState>, certs: Option<&Arc<CertStore>>) -> Readiness {
+    let r = Readiness::new();
+    let loaded = certs.is_some();
+    r.require("certificates not loaded", move || loaded);
+    // With --allocator kubernetes: until the MACAddress claims have been listed.
+    r.require("MAC allocator not ready (claims not synced)", {
+        let app = app.clone();
+        move || app.policy.allocator().is_ready()
+    });
+    r.require("shutting down", {
+        let app = app.clone();
+        move || !app.stopping.load(Ordering::Relaxed) && !app.draining.load(Ordering::Relaxed)
+    });
+    r
 }
 
-/// The admin router. Ready only once certificates are loaded (`certs` given), the allocator is
-/// ready and the server is not draining.
+/// The admin router: ready only once certificates are loaded (`certs` given), the allocator is
+/// ready and the server is not shutting down; `/metrics` refreshes the MAC and certificate
+/// gauges before it answers.
 pub fn router(app: Arc<AppState>, certs: Option<Arc<CertStore>>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(Admin { app, certs })
-}
-
-async fn readyz(State(a): State<Admin>) -> Response {
-    let problems: Vec<&str> = [
-        (a.certs.is_none(), "certificates not loaded"),
-        (
-            !a.app.policy.allocator().is_ready(),
-            "MAC allocator not ready",
-        ),
-        (
-            a.app.stopping.load(Ordering::Relaxed) || a.app.draining.load(Ordering::Relaxed),
-            "shutting down",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(bad, why)| bad.then_some(why))
-    .collect();
-    if problems.is_empty() {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", problems.join(", ")),
-        )
-            .into_response()
-    }
-}
-
-async fn metrics(State(a): State<Admin>) -> Response {
-    let m = &a.app.metrics;
-    m.macs_held.set(a.app.policy.allocator().held() as u64);
-    if let Some(c) = &a.certs {
-        m.cert_not_after.set(c.info().not_after);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
-        .into_response()
+    admin::router(readiness(&app, certs.as_ref()), move || {
+        let m = &app.metrics;
+        m.observe_allocator(app.policy.allocator().as_ref());
+        if let Some(c) = &certs {
+            m.cert_not_after.set(c.info().not_after);
+        }
+        m.encode()
+    })
 }

@@ -1,7 +1,7 @@
 //! Serving certificates: loading and checking a PEM pair, and reloading it without a restart
 //! (including Kubernetes' `..data` symlink swap of Secret volumes, which plain file watches miss).
 
-use anyhow::{Context, Result, anyhow};
+use crate::runtime::Chain;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
@@ -11,6 +11,59 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// Why a serving pair cannot be loaded (or the TLS configuration built).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("reading {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The pair read from these files is not usable.
+    #[error("{} / {}", cert.display(), key.display())]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What is wrong with the pair.
+        #[source]
+        source: Box<TlsError>,
+    },
+    /// The certificate PEM holds no certificate.
+    #[error("the certificate file holds no certificate")]
+    NoCertificate,
+    /// The certificate PEM is malformed.
+    #[error("reading the certificate PEM")]
+    CertificatePem(#[source] rustls_pki_types::pem::Error),
+    /// The certificate is not valid X.509 DER.
+    #[error("parsing the certificate")]
+    Certificate(#[source] x509_parser::nom::Err<x509_parser::error::X509Error>),
+    /// The key PEM is malformed or holds no key.
+    #[error("reading the private key PEM")]
+    KeyPem(#[source] rustls_pki_types::pem::Error),
+    /// The key is of a kind rustls cannot sign with.
+    #[error("unusable private key")]
+    Key(#[source] rustls::Error),
+    /// The key is not the certificate's.
+    #[error("the private key does not match the certificate")]
+    Mismatch(#[source] rustls::Error),
+    /// The protocol versions cannot be set (a rustls build without them).
+    #[error("TLS versions")]
+    Versions(#[source] rustls::Error),
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
 
 /// What hotnic checks of a serving certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,17 +102,17 @@ impl CertInfo {
 }
 
 /// Reads the first certificate of a PEM bundle with x509-parser.
-pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo> {
+pub fn inspect(cert_pem: &[u8]) -> Result<CertInfo, TlsError> {
     let der = CertificateDer::pem_slice_iter(cert_pem)
         .next()
-        .ok_or_else(|| anyhow!("no certificate in PEM"))?
-        .context("certificate PEM")?;
+        .ok_or(TlsError::NoCertificate)?
+        .map_err(TlsError::CertificatePem)?;
     inspect_der(&der)
 }
 
-fn inspect_der(der: &CertificateDer<'_>) -> Result<CertInfo> {
+fn inspect_der(der: &CertificateDer<'_>) -> Result<CertInfo, TlsError> {
     use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).context("parsing the certificate")?;
+    let (_, cert) = X509Certificate::from_der(der).map_err(TlsError::Certificate)?;
     let mut dns = Vec::new();
     let mut ips = Vec::new();
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -96,24 +149,20 @@ pub struct Loaded {
 
 /// Parses and checks a PEM certificate chain and key: the key must match the certificate.
 /// Logs a warning when the certificate expires within 30 days or has no DNS/IP SAN.
-pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded> {
+pub fn load_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<Loaded, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .context("reading the certificate PEM")?;
-    let first = chain
-        .first()
-        .ok_or_else(|| anyhow!("the certificate file holds no certificate"))?;
+        .map_err(TlsError::CertificatePem)?;
+    let first = chain.first().ok_or(TlsError::NoCertificate)?;
     let info = inspect_der(first)?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem).context("reading the private key PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(TlsError::KeyPem)?;
     let provider = provider();
     let signing = provider
         .key_provider
         .load_private_key(key)
-        .map_err(|e| anyhow!("unusable private key: {e}"))?;
+        .map_err(TlsError::Key)?;
     let certified = CertifiedKey::new(chain, signing);
-    certified
-        .keys_match()
-        .map_err(|e| anyhow!("the private key does not match the certificate ({e})"))?;
+    certified.keys_match().map_err(TlsError::Mismatch)?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     for warning in info.warnings(now) {
         tracing::warn!(subject = %info.subject, not_after = info.not_after, "{warning}");
@@ -139,7 +188,7 @@ pub struct CertStore {
 
 impl CertStore {
     /// Loads the pair from files (refusing a key that does not match).
-    pub fn open(cert_path: &Path, key_path: &Path) -> Result<Self> {
+    pub fn open(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let (loaded, stamp) = read_pair(cert_path, key_path)?;
         Ok(CertStore {
             cert_path: cert_path.to_path_buf(),
@@ -160,11 +209,9 @@ impl CertStore {
 
     /// Re-reads the files (following symlinks, so a `..data` swap is seen); swaps the pair when
     /// they changed. A failed reload keeps the old pair. Blocking: call off the async runtime.
-    pub fn reload(&self) -> Result<bool> {
-        let cert = std::fs::read(&self.cert_path)
-            .with_context(|| format!("reading {}", self.cert_path.display()))?;
-        let key = std::fs::read(&self.key_path)
-            .with_context(|| format!("reading {}", self.key_path.display()))?;
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let cert = read(&self.cert_path)?;
+        let key = read(&self.key_path)?;
         let stamp = [cert.as_slice(), key.as_slice()].concat();
         if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == stamp {
             return Ok(false);
@@ -190,7 +237,7 @@ impl CertStore {
                 Ok(Ok(true)) => on_reload(&self.info()),
                 Ok(Ok(false)) => {}
                 Ok(Err(e)) => {
-                    tracing::warn!(error = %format!("{e:#}"), "certificate reload failed; still serving the previous pair")
+                    tracing::warn!(error = %Chain(&e), "certificate reload failed; still serving the previous pair")
                 }
                 Err(e) => tracing::warn!(error = %e, "certificate reload task failed"),
             }
@@ -198,12 +245,14 @@ impl CertStore {
     }
 }
 
-fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Loaded, Vec<u8>)> {
-    let cert =
-        std::fs::read(cert_path).with_context(|| format!("reading {}", cert_path.display()))?;
-    let key = std::fs::read(key_path).with_context(|| format!("reading {}", key_path.display()))?;
-    let loaded = load_pair(&cert, &key)
-        .with_context(|| format!("{} / {}", cert_path.display(), key_path.display()))?;
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Loaded, Vec<u8>), TlsError> {
+    let cert = read(cert_path)?;
+    let key = read(key_path)?;
+    let loaded = load_pair(&cert, &key).map_err(|e| TlsError::Pair {
+        cert: cert_path.to_path_buf(),
+        key: key_path.to_path_buf(),
+        source: Box::new(e),
+    })?;
     Ok((loaded, [cert, key].concat()))
 }
 
@@ -222,10 +271,10 @@ impl ResolvesServerCert for CertStore {
 
 /// TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, certificates from `store`, no session
 /// resumption.
-pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>> {
+pub fn server_config(store: Arc<CertStore>) -> Result<Arc<ServerConfig>, TlsError> {
     let mut cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("TLS versions")?
+        .map_err(TlsError::Versions)?
         .with_no_client_auth()
         .with_cert_resolver(store);
     // No session resumption: a resumed session skips the certificate, so a client that keeps

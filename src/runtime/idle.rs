@@ -1,6 +1,6 @@
 //! Idle-connection cut-off: hyper's header-read timeout starts with a request's first byte, so a
-//! client that completes the TLS handshake and then sends nothing (or leaves a keep-alive
-//! connection silent) would hold a connection forever. [`Tracked`] records the last I/O on a
+//! client that connects (and, on TLS, completes the handshake) and then sends nothing, or leaves a
+//! keep-alive connection silent, would hold a connection forever. [`Tracked`] records the last I/O on a
 //! stream and [`idle`] resolves once there has been none for the timeout.
 
 use std::io;
