@@ -8,7 +8,7 @@ mod agent_env;
 use agent_env::*;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hotnic::agent::cni::{Invoker, ResultCache};
-use hotnic::agent::desired::read_pod;
+use hotnic::agent::desired::{NetworkConfig, read_pod};
 use hotnic::agent::metrics::Metrics;
 use hotnic::agent::netns::TemplateResolver;
 use hotnic::agent::reconcile::Reconciler;
@@ -59,7 +59,7 @@ fn bench(c: &mut Criterion) {
                         let start = Instant::now();
                         let mut d = read_pod(&pod).unwrap();
                         for w in &mut d.nics {
-                            w.config = Ok(config.clone());
+                            w.config = NetworkConfig::Found(config.clone());
                         }
                         let rep = rec.reconcile(&d.pod, &d.nics).await;
                         total += start.elapsed();

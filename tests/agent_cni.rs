@@ -7,7 +7,7 @@ mod agent_env;
 
 use agent_env::*;
 use hotnic::agent::cni::{CniError, Invoker, NetConfList, ResultCache, RuntimeArgs};
-use hotnic::agent::desired::WantedNic;
+use hotnic::agent::desired::{NetworkConfig, WantedNic};
 use hotnic::agent::metrics::Metrics;
 use hotnic::agent::netns::TemplateResolver;
 use hotnic::agent::reconcile::Reconciler;
@@ -58,7 +58,7 @@ fn wanted(ifname: &str, net: &str, mac: &str, config: &str) -> WantedNic {
         mac_problem: None,
         ips: vec![],
         port_id: Some("port-1".into()),
-        config: Ok(config.into()),
+        config: NetworkConfig::Found(config.into()),
     }
 }
 
@@ -353,7 +353,7 @@ impl hotnic::agent::netns::NetnsResolver for Switchable {
         _pod: &'a hotnic::agent::netns::PodRef,
     ) -> hotnic::agent::netns::NetnsFuture<'a> {
         Box::pin(async move {
-            Ok(Some(hotnic::agent::netns::SandboxNetns {
+            Ok(Some(hotnic::agent::netns::PodNetns {
                 path: self.path.clone(),
                 closed: self.closed.load(std::sync::atomic::Ordering::SeqCst),
             }))

@@ -16,10 +16,18 @@ mod kube_cluster;
 
 use agent_env::*;
 use fake_apiserver::{Fake, kubeconfig};
+use hotnic::agent::backoff::Backoff;
+use hotnic::agent::cni::{Invoker, ResultCache};
+use hotnic::agent::engine::Timing;
+use hotnic::agent::metrics::Metrics;
+use hotnic::agent::netns::{NetnsFuture, NetnsResolver, PodRef, TemplateResolver};
+use hotnic::agent::reconcile::Reconciler;
 use kube_cluster::KubeCluster;
 use serde_json::{Value, json};
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// What the suite needs of an API server: the fake one, or a real one.
 trait Cluster {
@@ -430,4 +438,250 @@ fn arktos_checks(c: &dyn Cluster, t: &str, vm_ns: &Netns) {
             .any(|e| e["type"] == "Warning" && e["message"].as_str().unwrap().contains(&missing)),
         "{failed:?}"
     );
+}
+
+/// A template resolver that counts its calls: with `--cri-socket` each would be a CRI lookup
+/// (`ListPodSandbox` + `PodSandboxStatus`).
+struct CountingResolver {
+    inner: TemplateResolver,
+    calls: AtomicUsize,
+}
+
+impl NetnsResolver for CountingResolver {
+    fn netns<'a>(&'a self, pod: &'a PodRef) -> NetnsFuture<'a> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.netns(pod)
+    }
+}
+
+/// A CNI plugin directory whose `bridge` and `host-local` append every call (`$CNI_COMMAND`,
+/// plugin, `$CNI_IFNAME`) to `dir/calls` and then run the real plugin.
+fn counting_plugins(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("calls");
+    std::fs::write(&log, "").unwrap();
+    for plugin in ["bridge", "host-local"] {
+        let path = bin.join(plugin);
+        std::fs::write(
+            &path,
+            format!(
+                "#!/bin/sh\necho \"$CNI_COMMAND {plugin} $CNI_IFNAME\" >> {}\nexec /usr/lib/cni/{plugin} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (bin, log)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The controller does no work for a pod whose desired NICs did not change: 100 watch events
+/// that change only a label (and so the resourceVersion), with timer resyncs every 300 ms among
+/// them, cause no network-namespace lookup (a CRI call with the CRI runtime), no CNI call and no
+/// status write; an edit of the NICs right after is plugged at once, still without a lookup (the
+/// namespace is known while it stays the same). The agent runs in-process (its own engine, the
+/// Kubernetes backend) against the fake API server, which records every patch; the plugins are
+/// the real ones behind wrappers that count their calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unchanged_pods_cost_no_lookup_no_cni_call_and_no_status_write() {
+    require_root_and_plugins();
+    let node = Node::new();
+    let fake = Fake::new();
+    let url = fake.serve().await;
+    let t = format!("q{}", unique());
+    let pod_ns = Netns::new("quiet");
+    let node_name = format!("node-{}", unique());
+    fake.put_nad(node.bridge_nad(&t, "brnet", "hnbrq", "10.111.0.0/24"));
+    let mut web = multus_pod(
+        &t,
+        "web",
+        &pod_ns.name,
+        &[("brnet", "eth1", "02:00:00:33:00:01")],
+    );
+    web["spec"]["nodeName"] = json!(node_name);
+    fake.put_pod(web);
+
+    let agent = InProcessAgent::start(&node, &url, &node_name, Duration::from_millis(300)).await;
+    let (resolver, cni_log) = (agent.resolver.clone(), agent.cni_log.clone());
+
+    let cluster: &dyn Cluster = &fake;
+    wait_nic_status(cluster, &t, "web", &[("eth1", "Ready")]);
+    let web_path = format!("pods/{t}/web");
+    let ours = |patches: Vec<(String, Value)>| {
+        patches
+            .into_iter()
+            .filter(|(p, _)| p.starts_with(&web_path))
+            .map(|(_, b)| b)
+            .collect::<Vec<_>>()
+    };
+    // Every write tried (conflicting ones too), and every write applied.
+    let writes = || ours(fake.patches());
+    let applied = || ours(fake.accepted_patches());
+    // Settle: the agent's own status writes come back as watch events too.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lookups = resolver.calls.load(Ordering::SeqCst);
+    assert_eq!(lookups, 1, "the namespace is looked up once");
+    let cni = lines(&cni_log);
+    assert_eq!(cni, ["ADD bridge eth1", "ADD host-local eth1"]);
+    let written = writes().len();
+    let applied_before = applied().len();
+    let events = fake.events().len();
+
+    // 100 events that change nothing the agent acts on, over ~2 s (about 7 resyncs).
+    for i in 0..100 {
+        let mut p = fake.pod(&t, "web").unwrap();
+        p["metadata"]["labels"] = json!({"unrelated": i.to_string()});
+        fake.put_pod(p);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        resolver.calls.load(Ordering::SeqCst),
+        lookups,
+        "no namespace lookup (CRI call)"
+    );
+    assert_eq!(lines(&cni_log), cni, "no CNI call");
+    assert_eq!(writes().len(), written, "no status write: {:?}", writes());
+    assert_eq!(fake.events().len(), events, "no Event");
+
+    // An edit of the NICs after them is plugged at once.
+    let edited = Instant::now();
+    let mut web2 = fake.pod(&t, "web").unwrap();
+    let two = json!([{"name": "brnet", "interface": "eth1", "mac": "02:00:00:33:00:01"},
+                     {"name": "brnet", "interface": "eth2", "mac": "02:00:00:33:00:02"}]);
+    web2["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = json!(two.to_string());
+    fake.put_pod(web2);
+    wait_nic_status(cluster, &t, "web", &[("eth1", "Ready"), ("eth2", "Ready")]);
+    let took = edited.elapsed();
+    eprintln!("NIC edit after 100 unchanged events: Ready in {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(pod_ns.links().contains(&"eth2".to_string()));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        resolver.calls.load(Ordering::SeqCst),
+        lookups,
+        "the known namespace is used"
+    );
+    let mut want = cni.clone();
+    want.extend([
+        "ADD bridge eth2".to_string(),
+        "ADD host-local eth2".to_string(),
+    ]);
+    assert_eq!(lines(&cni_log), want, "only eth2's ADD");
+    // Exactly two writes: eth2 InProgress, then Ready. (A resync that runs before the watch
+    // brought back the agent's own last write may try once more with the older resourceVersion;
+    // the API server refuses that, and nothing is written.)
+    let new: Vec<String> = applied()[applied_before..]
+        .iter()
+        .map(|b| b["metadata"]["annotations"]["hotnic.io/nic-status"].to_string())
+        .collect();
+    assert_eq!(new.len(), 2, "{new:?}");
+    assert!(
+        new[0].contains("InProgress") && !new[1].contains("InProgress"),
+        "{new:?}"
+    );
+    assert_eq!(fake.events().len(), events + 1, "one NICPlugged");
+
+    agent.stop().await;
+}
+
+/// `hotnic agent --node` in-process (the engine with the Kubernetes backend) against the fake API
+/// server at `url`, with a counting resolver (`/run/netns/{uid}`) and counting plugins.
+struct InProcessAgent {
+    resolver: Arc<CountingResolver>,
+    cni_log: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcessAgent {
+    /// Starts it with `--resync resync`, `--backoff-base` and `--backoff-max` `resync` too.
+    async fn start(node: &Node, url: &str, node_name: &str, resync: Duration) -> Self {
+        let (cni_bin, cni_log) = counting_plugins(node.dir.path());
+        let mut invoker = Invoker::new(&cni_bin.display().to_string(), Duration::from_secs(20));
+        invoker.plugin_netns = Some(node.ns.path());
+        let resolver = Arc::new(CountingResolver {
+            inner: TemplateResolver::new("/run/netns/{uid}"),
+            calls: AtomicUsize::new(0),
+        });
+        let rec = Reconciler::new(
+            invoker,
+            ResultCache::new(&node.state_dir()),
+            resolver.clone(),
+            Arc::new(Metrics::new()),
+        );
+        let timing = Timing {
+            poll: Duration::from_millis(100),
+            resync,
+            backoff: Backoff {
+                base: resync,
+                max: resync,
+            },
+            parallel: 4,
+        };
+        let client = KubeCluster::client_from(&kubeconfig(node.dir.path(), url)).await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let node_name = node_name.to_string();
+        let task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stopped.await;
+            };
+            hotnic::agent::kube::run_with_client(&rec, client, &node_name, &timing, stop).await;
+        });
+        Self {
+            resolver,
+            cni_log,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// A NIC on a network that does not exist fails and waits for its retry; creating the
+/// NetworkAttachmentDefinition (seen through the agent's watch of them) plugs it at once, long
+/// before the retry (an hour away here) would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_network_created_later_is_plugged_at_once_not_at_the_next_retry() {
+    require_root_and_plugins();
+    let node = Node::new();
+    let fake = Fake::new();
+    let url = fake.serve().await;
+    let t = format!("l{}", unique());
+    let pod_ns = Netns::new("late");
+    let node_name = format!("node-{}", unique());
+    let mut web = multus_pod(
+        &t,
+        "web",
+        &pod_ns.name,
+        &[("later", "eth1", "02:00:00:34:00:01")],
+    );
+    web["spec"]["nodeName"] = json!(node_name);
+    fake.put_pod(web);
+    let agent = InProcessAgent::start(&node, &url, &node_name, Duration::from_secs(3600)).await;
+    let cluster: &dyn Cluster = &fake;
+    let failed = wait_nic_status(cluster, &t, "web", &[("eth1", "Failed")]);
+    let reason = ann(&failed, "hotnic.io/nic-status").unwrap()[0]["reason"].clone();
+    assert!(reason.as_str().unwrap().contains("not found"), "{reason}");
+    let created = Instant::now();
+    fake.put_nad(node.bridge_nad(&t, "later", "hnbrl", "10.112.0.0/24"));
+    wait_nic_status(cluster, &t, "web", &[("eth1", "Ready")]);
+    eprintln!("network created: NIC Ready {:?} later", created.elapsed());
+    assert!(created.elapsed() < Duration::from_secs(10));
+    assert!(pod_ns.links().contains(&"eth1".to_string()));
+    agent.stop().await;
 }

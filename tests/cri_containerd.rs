@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cri_support::{Containerd, POD_NETWORK};
-use hotnic::agent::cri::{CriClient, CriError, CriTimeouts, SandboxNetns};
+use hotnic::agent::cri::{CriClient, CriError, CriTimeouts, SandboxInfo};
 
 /// The inode of a namespace file (two paths are the same namespace iff their nsfs inodes are equal).
 fn ns_inode(path: &Path) -> u64 {
@@ -52,7 +52,7 @@ fn report(c: &Containerd, latencies: &[Duration]) {
     );
 }
 
-async fn lookup(client: &CriClient, uid: &str) -> SandboxNetns {
+async fn lookup(client: &CriClient, uid: &str) -> SandboxInfo {
     client
         .pod_netns(uid)
         .await

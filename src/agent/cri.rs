@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::runtime::Chain;
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
@@ -44,19 +45,21 @@ const INFO_KEY: &str = "info";
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
     /// The socket could not be connected (missing, nothing listening, permission).
-    #[error("CRI socket {}: cannot connect: {source}", socket.display())]
+    #[error("CRI socket {}: cannot connect", socket.display())]
     Connect {
         /// The socket path.
         socket: PathBuf,
         /// The operating system's error.
+        #[source]
         source: std::io::Error,
     },
     /// The gRPC channel could not be set up on a connected socket.
-    #[error("CRI socket {}: gRPC channel setup failed: {source}", socket.display())]
+    #[error("CRI socket {}: gRPC channel setup failed", socket.display())]
     Channel {
         /// The socket path.
         socket: PathBuf,
         /// tonic's error.
+        #[source]
         source: tonic::transport::Error,
     },
     /// Connecting or a call took longer than its bound.
@@ -82,7 +85,7 @@ pub enum CriError {
     /// None of the candidate sockets has a CRI runtime behind it.
     #[error("no CRI runtime found: {}", DisplayTried(tried))]
     NoRuntime {
-        /// Each socket tried and why it was not used.
+        /// Each socket tried and why it was not used (its error with every cause).
         tried: Vec<(PathBuf, String)>,
     },
     /// The pod UID is empty (an empty label value would select nothing useful).
@@ -103,6 +106,9 @@ pub enum CriError {
         sandbox_id: String,
         /// What was missing or malformed.
         reason: String,
+        /// Why the info does not parse, when it does not.
+        #[source]
+        source: Option<serde_json::Error>,
     },
 }
 
@@ -152,9 +158,11 @@ pub struct RuntimeInfo {
     pub api_version: String,
 }
 
-/// Where a pod sandbox's network namespace is, and whether it still lives.
+/// What the CRI runtime reports about one pod sandbox: where its network namespace is, whether
+/// it still lives, its ID, process and creation time (see [`crate::agent::netns::PodNetns`] for
+/// the part the agent plugs with).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxNetns {
+pub struct SandboxInfo {
     /// The network namespace path (a bind mount such as `/var/run/netns/cni-<uuid>`). Still reported after the
     /// sandbox stopped; it may then no longer exist — a CNI DEL with it still releases IPAM leases.
     pub path: PathBuf,
@@ -277,8 +285,9 @@ impl CriClient {
                     tried.push((socket.clone(), "no such socket".to_owned()));
                 }
                 Err(err) => {
-                    tracing::debug!(socket = %socket.display(), error = %err, "not a usable CRI socket");
-                    tried.push((socket.clone(), err.to_string()));
+                    let why = Chain(&err).to_string();
+                    tracing::debug!(socket = %socket.display(), error = %why, "not a usable CRI socket");
+                    tried.push((socket.clone(), why));
                 }
             }
         }
@@ -302,7 +311,7 @@ impl CriClient {
 
     /// The network namespace of the pod with UID `pod_uid`: its newest sandbox (a ready one wins a tie);
     /// `Ok(None)` when the runtime has no sandbox for that pod.
-    pub async fn pod_netns(&self, pod_uid: &str) -> Result<Option<SandboxNetns>, CriError> {
+    pub async fn pod_netns(&self, pod_uid: &str) -> Result<Option<SandboxInfo>, CriError> {
         if pod_uid.is_empty() {
             return Err(CriError::EmptyUid);
         }
@@ -320,7 +329,7 @@ impl CriClient {
     /// The network namespaces of every sandbox the runtime has for the pod, newest first (a ready one wins a
     /// tie). Older sandboxes matter to an agent that plugged NICs into a sandbox since replaced: their DEL needs
     /// the old path.
-    pub async fn pod_netns_all(&self, pod_uid: &str) -> Result<Vec<SandboxNetns>, CriError> {
+    pub async fn pod_netns_all(&self, pod_uid: &str) -> Result<Vec<SandboxInfo>, CriError> {
         if pod_uid.is_empty() {
             return Err(CriError::EmptyUid);
         }
@@ -337,7 +346,7 @@ impl CriClient {
     }
 
     /// The network namespace of the sandbox `sandbox_id`; `Ok(None)` when the runtime does not know it.
-    pub async fn sandbox_netns(&self, sandbox_id: &str) -> Result<Option<SandboxNetns>, CriError> {
+    pub async fn sandbox_netns(&self, sandbox_id: &str) -> Result<Option<SandboxInfo>, CriError> {
         let request = PodSandboxStatusRequest {
             pod_sandbox_id: sandbox_id.to_owned(),
             verbose: true,
@@ -397,7 +406,7 @@ impl crate::agent::netns::NetnsResolver for CriClient {
     ) -> crate::agent::netns::NetnsFuture<'a> {
         Box::pin(async move {
             let found = self.pod_netns(&pod.uid).await?;
-            Ok(found.map(|n| crate::agent::netns::SandboxNetns {
+            Ok(found.map(|n| crate::agent::netns::PodNetns {
                 path: n.path,
                 closed: n.closed,
             }))
@@ -423,10 +432,11 @@ fn is_ready(state: i32) -> bool {
 pub fn netns_from_status(
     sandbox_id: &str,
     response: &PodSandboxStatusResponse,
-) -> Result<SandboxNetns, CriError> {
+) -> Result<SandboxInfo, CriError> {
     let bad = |reason: String| CriError::BadInfo {
         sandbox_id: sandbox_id.to_owned(),
         reason,
+        source: None,
     };
     let status = response
         .status
@@ -447,8 +457,11 @@ pub fn netns_from_status(
         .info
         .get(INFO_KEY)
         .ok_or_else(|| bad(format!("no {INFO_KEY:?} key in the verbose info")))?;
-    let info: serde_json::Value = serde_json::from_str(raw)
-        .map_err(|e| bad(format!("the {INFO_KEY:?} value is not JSON: {e}")))?;
+    let info: serde_json::Value = serde_json::from_str(raw).map_err(|e| CriError::BadInfo {
+        sandbox_id: sandbox_id.to_owned(),
+        reason: format!("the {INFO_KEY:?} value is not JSON"),
+        source: Some(e),
+    })?;
     let pid = info
         .get("pid")
         .and_then(serde_json::Value::as_u64)
@@ -484,7 +497,7 @@ pub fn netns_from_status(
             }
         },
     };
-    Ok(SandboxNetns {
+    Ok(SandboxInfo {
         path,
         ready,
         closed,
@@ -590,6 +603,18 @@ mod tests {
             assert!(matches!(err, CriError::BadInfo { .. }), "{err}");
             assert!(err.to_string().contains("sb1"), "{err}");
         }
+        let err = netns_from_status(
+            "sb1",
+            &response(PodSandboxState::SandboxReady, Some("not json")),
+        )
+        .unwrap_err();
+        assert!(
+            Chain(&err)
+                .to_string()
+                .ends_with("is not JSON: expected ident at line 1 column 2"),
+            "{}",
+            Chain(&err)
+        );
         let mut r = response(PodSandboxState::SandboxReady, Some(CONTAINERD_INFO));
         r.status = None;
         assert!(matches!(
@@ -631,6 +656,39 @@ mod tests {
             send(CriClient::connect(Path::new("/x")));
         }
         let _ = check;
+    }
+
+    /// The OS error is the cause of a connect failure, not part of its message: shown once.
+    #[tokio::test]
+    async fn a_failed_connect_shows_the_os_error_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("none.sock");
+        let err = CriClient::connect(&socket).await.unwrap_err();
+        let text = Chain(&err).to_string();
+        assert!(matches!(err, CriError::Connect { .. }), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            format!("CRI socket {}: cannot connect", socket.display())
+        );
+        assert!(text.starts_with(&err.to_string()), "{text}");
+        assert_eq!(
+            text.matches("No such file or directory").count(),
+            1,
+            "{text}"
+        );
+        // detect keeps every cause of each socket passed over.
+        let err = CriClient::detect_from(
+            &[socket.clone(), dir.path().to_path_buf()],
+            CriTimeouts::default(),
+        )
+        .await
+        .unwrap_err();
+        let CriError::NoRuntime { tried } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(tried[0].1, "no such socket");
+        assert!(tried[1].1.contains("cannot connect: "), "{tried:?}");
+        assert!(tried[1].1.contains("os error"), "{tried:?}");
     }
 
     #[test]

@@ -1,18 +1,12 @@
-//! Agent metrics (prometheus-client) and the admin listener: `/livez`, `/readyz`, `/metrics`.
+//! The agent's metrics (prometheus-client), under `hotnic_agent_`. They are served, with the
+//! agent's readiness, by the runtime's admin listener (see [`super::admin_router`]).
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use crate::runtime::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Label set: `result` = `success` | `failure`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -22,8 +16,9 @@ pub struct ResultLabel {
 }
 
 /// The agent's metrics.
+#[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: MetricsRegistry,
     /// NIC plugs (CNI ADD) by result.
     pub plugs: Family<ResultLabel, Counter>,
     /// NIC unplugs (CNI DEL) by result.
@@ -34,8 +29,6 @@ pub struct Metrics {
     pub pods_managed: Gauge,
     /// Pod reconciles that ended with an error.
     pub reconcile_errors: Counter,
-    /// Set once the first full reconcile pass is done.
-    pub ready: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -47,7 +40,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Fresh metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("hotnic_agent");
+        let mut registry = MetricsRegistry::new("hotnic_agent");
         let plugs = Family::<ResultLabel, Counter>::default();
         let unplugs = Family::<ResultLabel, Counter>::default();
         let plug_latency = Histogram::new(exponential_buckets(0.002, 2.0, 14));
@@ -81,7 +74,6 @@ impl Metrics {
             plug_latency,
             pods_managed,
             reconcile_errors,
-            ready: AtomicBool::new(false),
         }
     }
 
@@ -97,9 +89,7 @@ impl Metrics {
 
     /// The text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.registry.encode()
     }
 }
 
@@ -107,52 +97,4 @@ fn label(ok: bool) -> ResultLabel {
     ResultLabel {
         result: if ok { "success" } else { "failure" }.into(),
     }
-}
-
-/// The admin router.
-pub fn admin_router(m: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/livez", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(m)
-}
-
-async fn readyz(State(m): State<Arc<Metrics>>) -> Response {
-    if m.ready.load(Ordering::Relaxed) {
-        "ok".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "first reconcile pass not done",
-        )
-            .into_response()
-    }
-}
-
-async fn metrics(State(m): State<Arc<Metrics>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.encode(),
-    )
-        .into_response()
-}
-
-/// Serves the admin router on `addr` until the task is dropped.
-pub async fn serve_admin(
-    addr: std::net::SocketAddr,
-    m: Arc<Metrics>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("admin listener {addr}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "admin endpoints: /livez /readyz /metrics");
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, admin_router(m)).await {
-            tracing::error!(error = %e, "admin listener stopped");
-        }
-    }))
 }

@@ -8,7 +8,8 @@
 //! - [`desired`]: a pod's wanted NICs (via the dialect readers);
 //! - [`reconcile`]: the per-pod reconciler;
 //! - [`status`]: NIC status and Multus `network-status`;
-//! - [`metrics`]: metrics and admin endpoints.
+//! - [`metrics`]: the agent's metrics; [`admin_router`]: its admin endpoints, served by the
+//!   runtime's admin listener ([`crate::runtime::admin`]), readiness included.
 
 pub mod backoff;
 pub mod cni;
@@ -25,6 +26,10 @@ pub mod standalone;
 pub mod status;
 
 use crate::cli::{LogFormat, init_logging, parse_duration};
+use crate::runtime::{
+    AdminLimits, AdminServer, Flag, Readiness, RuntimeError, Shutdown, Signals, admin,
+};
+use axum::Router;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -96,25 +101,88 @@ pub struct AgentArgs {
     pub test_exit_after_add: bool,
 }
 
+/// Why `hotnic agent` could not start, or stopped on an error. Shown with every cause (the
+/// binary prints it with `{:#}`).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Signal handlers or the admin listener could not be set up.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Neither mode was asked for.
+    #[error("give --pods-dir DIR (standalone) or --node NAME (Kubernetes)")]
+    NoMode,
+    /// The CRI socket given cannot be used.
+    #[error(transparent)]
+    Cri(#[from] cri::CriError),
+    /// No CRI socket was given and none of the usual ones has a runtime behind it.
+    #[error("finding the CRI runtime (give --cri-socket PATH or --netns-path-template T)")]
+    NoCri(#[source] cri::CriError),
+    /// Standalone mode could not start.
+    #[error(transparent)]
+    Standalone(#[from] standalone::StartError),
+    /// Kubernetes mode could not start.
+    #[error(transparent)]
+    Kube(#[from] kube::ClientError),
+}
+
 /// The exit status of the crash test hook.
 pub const TEST_EXIT_CODE: i32 = 86;
 
-/// Runs `hotnic agent`.
-pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+/// The agent's admin endpoints: `/livez`; `/readyz`, ready once `synced` is set (the first full
+/// reconcile pass is done) and until `shutdown` starts; `/metrics`, the `hotnic_agent_` metrics.
+pub fn admin_router(metrics: Arc<metrics::Metrics>, synced: &Flag, shutdown: &Shutdown) -> Router {
+    let readiness = Readiness::new();
+    readiness.require_flag("first reconcile pass not done", synced);
+    readiness.require("shutting down", {
+        let shutdown = shutdown.clone();
+        move || !shutdown.is_started()
+    });
+    admin::router(readiness, move || metrics.encode())
+}
+
+/// Runs `hotnic agent` until SIGTERM or SIGINT (or after one pass with `--once`).
+pub async fn run(args: AgentArgs) -> Result<(), AgentError> {
     init_logging(args.log_format);
+    // Handlers first (as the webhook's): a SIGTERM during start-up stops the agent cleanly.
+    let shutdown = Shutdown::new();
+    Signals::install()?.forward(shutdown.clone());
     let m = Arc::new(metrics::Metrics::new());
-    let _admin = match args.admin_listen {
-        Some(addr) => Some(metrics::serve_admin(addr, m.clone()).await?),
+    let synced = Flag::new();
+    let admin = match args.admin_listen {
+        Some(addr) => {
+            let router = admin_router(m.clone(), &synced, &shutdown);
+            let limits = AdminLimits::default();
+            let admin = AdminServer::bind(addr, router, limits, shutdown.started()).await?;
+            tracing::info!(addr = %admin.addr(), "admin endpoints: /livez /readyz /metrics");
+            Some(admin)
+        }
         None => None,
     };
+    let result = run_backend(&args, m, synced, &shutdown).await;
+    // After `--once` or a failure, the admin listener stops too.
+    shutdown.start();
+    if let Some(admin) = admin {
+        admin.stopped().await;
+    }
+    result
+}
+
+/// Builds the reconciler and runs the backend `args` ask for until `shutdown` starts.
+async fn run_backend(
+    args: &AgentArgs,
+    m: Arc<metrics::Metrics>,
+    synced: Flag,
+    shutdown: &Shutdown,
+) -> Result<(), AgentError> {
     let mut invoker = cni::Invoker::new(&args.cni_path, args.plugin_timeout);
     invoker.plugin_netns = args.plugin_netns.clone();
     let mut rec = reconcile::Reconciler::new(
         invoker,
         cni::ResultCache::new(&args.state_dir),
-        resolver(&args).await?,
+        resolver(args).await?,
         m,
     );
+    rec.synced = synced;
     if args.test_exit_after_add {
         rec.after_add = Some(Arc::new(|pod, ifname| {
             tracing::warn!(pod = %pod, ifname, "test hook: exiting right after ADD");
@@ -133,32 +201,25 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match (&args.pods_dir, &args.node) {
         (Some(dir), _) => {
             tracing::info!(dir = %dir.display(), state = %args.state_dir.display(), "agent running standalone");
-            standalone::run(&rec, dir.clone(), &timing, args.once, shutdown()).await
+            Ok(standalone::run(&rec, dir.clone(), &timing, args.once, stopping(shutdown)).await?)
         }
         (None, Some(node)) => {
             tracing::info!(node, state = %args.state_dir.display(), "agent running for a Kubernetes node");
-            kube::run(&rec, node, &timing, shutdown()).await
+            Ok(kube::run(&rec, node, &timing, stopping(shutdown)).await?)
         }
-        (None, None) => {
-            anyhow::bail!("give --pods-dir DIR (standalone) or --node NAME (Kubernetes)")
-        }
+        (None, None) => Err(AgentError::NoMode),
     }
 }
 
 /// Picks how pods' network namespaces are found: a path template when given, else the CRI runtime
 /// (the given socket, or a detected one) in Kubernetes mode, else the default template.
-async fn resolver(args: &AgentArgs) -> anyhow::Result<Arc<dyn netns::NetnsResolver>> {
+async fn resolver(args: &AgentArgs) -> Result<Arc<dyn netns::NetnsResolver>, AgentError> {
     if let Some(template) = &args.netns_path_template {
         return Ok(Arc::new(netns::TemplateResolver::new(template.clone())));
     }
     let client = match (&args.cri_socket, &args.node) {
-        // The CRI errors already say why (their source is in the message).
-        (Some(socket), _) => cri::CriClient::connect(socket)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        (None, Some(_)) => cri::CriClient::detect().await.map_err(|e| {
-            anyhow::anyhow!("{e}; give --cri-socket PATH or --netns-path-template T")
-        })?,
+        (Some(socket), _) => cri::CriClient::connect(socket).await?,
+        (None, Some(_)) => cri::CriClient::detect().await.map_err(AgentError::NoCri)?,
         (None, None) => {
             return Ok(Arc::new(netns::TemplateResolver::new(
                 netns::DEFAULT_TEMPLATE,
@@ -170,18 +231,11 @@ async fn resolver(args: &AgentArgs) -> anyhow::Result<Arc<dyn netns::NetnsResolv
     Ok(Arc::new(client))
 }
 
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
+/// Resolves once `shutdown` starts (logged).
+fn stopping(shutdown: &Shutdown) -> impl std::future::Future<Output = ()> + use<> {
+    let started = shutdown.started();
+    async move {
+        started.await;
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

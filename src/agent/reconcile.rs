@@ -3,14 +3,17 @@
 //! with the right name and MAC, rolls back half-done ADDs, tears down deleted pods. It never
 //! touches an interface it has no cache entry for (eth0 and every foreign interface).
 
+use super::cni::error::{CacheError, ConfigError};
 use super::cni::{
     CacheEntry, CacheState, CniError, Invoker, NetConfList, ResultCache, ResultSummary, RuntimeArgs,
 };
-use super::desired::WantedNic;
-use super::links::{self, Links};
+use super::desired::{InvalidMac, NetworkConfig, NetworkError, WantedNic};
+use super::links::{self, Links, LinksError};
 use super::metrics::Metrics;
-use super::netns::{NetnsResolver, PodRef, SandboxNetns};
+use super::netns::{NetnsError, NetnsResolver, PodNetns, PodRef};
 use super::status::{NetworkStatusEntry, NicState, NicStatus, address_only};
+use crate::model::NetworkRef;
+use crate::runtime::{Chain, Flag};
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -39,8 +42,96 @@ pub struct AgentEvent {
     pub warning: bool,
 }
 
+/// Why a NIC could not be plugged. Its status `reason` and its `NICPlugFailed` Event show it with
+/// every cause ([`Chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PlugError {
+    /// The MAC written on the NIC is not a MAC address.
+    #[error(transparent)]
+    Mac(InvalidMac),
+    /// The NIC names no network.
+    #[error("{ifname} names no network")]
+    NoNetwork {
+        /// The interface name.
+        ifname: String,
+    },
+    /// Nobody looked the network's config up (the caller left it [`NetworkConfig::Unresolved`]).
+    #[error("network {network}: its config was not looked up")]
+    Unresolved {
+        /// The network.
+        network: NetworkRef,
+    },
+    /// The network has no usable config.
+    #[error(transparent)]
+    Network(NetworkError),
+    /// The network's config is not a usable CNI config.
+    #[error("network {network}: invalid CNI network configuration")]
+    Config {
+        /// The network.
+        network: NetworkRef,
+        /// What is wrong with it.
+        #[source]
+        source: ConfigError,
+    },
+    /// An interface of that name is in the pod and hotnic did not plug it.
+    #[error(
+        "interface {ifname} already exists in the pod and was not plugged by hotnic; not touching it"
+    )]
+    Foreign {
+        /// The interface name.
+        ifname: String,
+    },
+    /// The plug could not be recorded in the result cache.
+    #[error("result cache")]
+    Cache(#[source] CacheError),
+    /// A plugin failed (ADD).
+    #[error(transparent)]
+    Cni(CniError),
+}
+
+/// Something that went wrong in a reconcile or a teardown of a pod: the pod is retried with
+/// backoff. Shown with every cause ([`Chain`]).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The pod's network namespace could not be looked up.
+    #[error("network namespace lookup")]
+    Netns(#[source] NetnsError),
+    /// The result cache could not be read.
+    #[error("result cache")]
+    Cache(#[source] CacheError),
+    /// The interfaces in the pod's namespace could not be listed.
+    #[error(transparent)]
+    Links(LinksError),
+    /// An interface hotnic plugged could not be unplugged (or a half-done plug rolled back).
+    #[error("unplugging {ifname} ({why})")]
+    Unplug {
+        /// The interface name.
+        ifname: String,
+        /// Why it was being unplugged.
+        why: &'static str,
+        /// What failed.
+        #[source]
+        source: CniError,
+    },
+    /// Two NICs of the pod ask for the same interface name: only the first is plugged.
+    #[error("interface name {ifname} is used by an earlier NIC of this pod")]
+    DuplicateIfname {
+        /// The interface name.
+        ifname: String,
+    },
+    /// A NIC could not be plugged.
+    #[error("{ifname}")]
+    Plug {
+        /// The interface name.
+        ifname: String,
+        /// Why.
+        #[source]
+        source: PlugError,
+    },
+}
+
 /// What one reconcile of a pod found and did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct PodReport {
     /// Per wanted NIC, in order.
     pub nics: Vec<NicStatus>,
@@ -51,7 +142,7 @@ pub struct PodReport {
     /// Events to emit.
     pub events: Vec<AgentEvent>,
     /// Errors (plug failures, DEL failures, lookups): the pod needs a retry with backoff.
-    pub errors: Vec<String>,
+    pub errors: Vec<ReconcileError>,
     /// Nothing failed but the pod is not converged yet (e.g. no network namespace yet).
     pub pending: bool,
 }
@@ -60,6 +151,11 @@ impl PodReport {
     /// Whether the pod should be retried soon.
     pub fn needs_retry(&self) -> bool {
         !self.errors.is_empty() || self.pending
+    }
+
+    /// Each error with its causes, as text (status files, logs).
+    pub fn error_messages(&self) -> Vec<String> {
+        self.errors.iter().map(|e| Chain(e).to_string()).collect()
     }
 }
 
@@ -76,6 +172,8 @@ pub struct Reconciler {
     pub resolver: Arc<dyn NetnsResolver>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Set once the first full reconcile pass is done (a readiness check of the agent's).
+    pub synced: Flag,
     /// Test hook (see [`AfterAddHook`]).
     pub after_add: Option<AfterAddHook>,
 }
@@ -93,6 +191,7 @@ impl Reconciler {
             cache,
             resolver,
             metrics,
+            synced: Flag::new(),
             after_add: None,
         }
     }
@@ -112,7 +211,7 @@ impl Reconciler {
                 .find(|e| e.ifname == w.ifname && e.state == CacheState::Added);
             let st = match e {
                 Some(e) => self.ready(w, e, None, &mut rep),
-                None if w.config.is_ok() && w.mac_problem.is_none() => {
+                None if matches!(w.config, NetworkConfig::Found(_)) && w.mac_problem.is_none() => {
                     plugging = true;
                     status(w, NicState::InProgress, "plugging".into())
                 }
@@ -123,34 +222,44 @@ impl Reconciler {
         plugging.then_some(rep)
     }
 
-    /// Makes one pass over a pod.
+    /// Makes one pass over a pod, asking the resolver for its network namespace.
     pub async fn reconcile(&self, pod: &PodRef, wanted: &[WantedNic]) -> PodReport {
+        let netns = self.resolver.netns(pod).await;
+        self.reconcile_in(pod, wanted, netns).await
+    }
+
+    /// Makes one pass over a pod whose network namespace was already looked up (`netns`: what a
+    /// [`NetnsResolver`] answered), so a caller that needs the namespace before the pass (to show
+    /// `InProgress`) asks only once.
+    pub async fn reconcile_in(
+        &self,
+        pod: &PodRef,
+        wanted: &[WantedNic],
+        netns: Result<Option<PodNetns>, NetnsError>,
+    ) -> PodReport {
         let mut rep = PodReport::default();
-        let netns = match self.resolver.netns(pod).await {
+        // Nothing can be done without the namespace, the cache and the pod's links: every NIC is
+        // Unknown, with the reason.
+        let unknown = |rep: &mut PodReport, reason: String, e: ReconcileError| {
+            rep.nics = wanted
+                .iter()
+                .map(|w| status(w, NicState::Unknown, reason.clone()))
+                .collect();
+            rep.errors.push(e);
+        };
+        let netns = match netns {
             Ok(n) => n,
             Err(e) => {
-                rep.errors.push(format!("network namespace lookup: {e:#}"));
-                rep.nics = wanted
-                    .iter()
-                    .map(|w| {
-                        status(
-                            w,
-                            NicState::Unknown,
-                            format!("network namespace lookup failed: {e:#}"),
-                        )
-                    })
-                    .collect();
+                let reason = format!("network namespace lookup failed: {}", Chain(&e));
+                unknown(&mut rep, reason, ReconcileError::Netns(e));
                 return rep;
             }
         };
         let cached = match self.cache.list(&pod.uid).await {
             Ok(c) => c,
             Err(e) => {
-                rep.errors.push(e.to_string());
-                rep.nics = wanted
-                    .iter()
-                    .map(|w| status(w, NicState::Unknown, e.to_string()))
-                    .collect();
+                let e = ReconcileError::Cache(e);
+                unknown(&mut rep, Chain(&e).to_string(), e);
                 return rep;
             }
         };
@@ -159,11 +268,8 @@ impl Reconciler {
             Some(n) => match links::list(&n.path).await {
                 Ok(l) => Some(l),
                 Err(e) => {
-                    rep.errors.push(format!("{e:#}"));
-                    rep.nics = wanted
-                        .iter()
-                        .map(|w| status(w, NicState::Unknown, format!("{e:#}")))
-                        .collect();
+                    let e = ReconcileError::Links(e);
+                    unknown(&mut rep, Chain(&e).to_string(), e);
                     return rep;
                 }
             },
@@ -227,9 +333,12 @@ impl Reconciler {
                                 });
                             }
                         }
-                        Err(err) => {
-                            let msg = format!("unplugging {} ({why}): {err}", e.ifname);
-                            rep.errors.push(msg.clone());
+                        Err(source) => {
+                            rep.errors.push(ReconcileError::Unplug {
+                                ifname: e.ifname.clone(),
+                                why,
+                                source,
+                            });
                             if want.is_some() {
                                 // It stays cached; reported below as Failed.
                                 kept.push(CacheEntry {
@@ -248,7 +357,7 @@ impl Reconciler {
             match links::list(&n.path).await {
                 Ok(l) => links = Some(l),
                 Err(e) => {
-                    rep.errors.push(format!("{e:#}"));
+                    rep.errors.push(ReconcileError::Links(e));
                     links = None;
                 }
             }
@@ -257,12 +366,12 @@ impl Reconciler {
         // 2. Wanted NICs (a name asked for twice: only the first is plugged).
         for (i, w) in wanted.iter().enumerate() {
             if wanted[..i].iter().any(|o| o.ifname == w.ifname) {
-                let msg = format!(
-                    "interface name {} is used by an earlier NIC of this pod",
-                    w.ifname
-                );
-                rep.errors.push(msg.clone());
-                rep.nics.push(status(w, NicState::Failed, msg));
+                let e = ReconcileError::DuplicateIfname {
+                    ifname: w.ifname.clone(),
+                };
+                rep.nics
+                    .push(status(w, NicState::Failed, Chain(&e).to_string()));
+                rep.errors.push(e);
                 continue;
             }
             let cached = kept.iter().find(|e| e.ifname == w.ifname);
@@ -270,7 +379,10 @@ impl Reconciler {
                 (Some(e), _, _) if e.state == CacheState::InProgress => status(
                     w,
                     NicState::Failed,
-                    rep.errors.last().cloned().unwrap_or_default(),
+                    rep.errors
+                        .last()
+                        .map(|e| Chain(e).to_string())
+                        .unwrap_or_default(),
                 ),
                 (Some(e), Some(_), Some(l)) => {
                     self.ready(w, e, l.get(&w.ifname).cloned(), &mut rep)
@@ -330,12 +442,17 @@ impl Reconciler {
         &self,
         pod: &PodRef,
         w: &WantedNic,
-        ns: &SandboxNetns,
+        ns: &PodNetns,
         links: &Links,
         rep: &mut PodReport,
     ) -> NicStatus {
-        let fail = |rep: &mut PodReport, msg: String| {
-            rep.errors.push(format!("{}: {msg}", w.ifname));
+        // The status reason and the Event say why, with every cause; the error is kept typed.
+        let fail = |rep: &mut PodReport, e: PlugError| {
+            let msg = Chain(&e).to_string();
+            rep.errors.push(ReconcileError::Plug {
+                ifname: w.ifname.clone(),
+                source: e,
+            });
             rep.events.push(AgentEvent {
                 reason: reasons::PLUG_FAILED,
                 ifname: w.ifname.clone(),
@@ -345,18 +462,30 @@ impl Reconciler {
             status(w, NicState::Failed, msg)
         };
         if let Some(p) = &w.mac_problem {
-            return fail(rep, p.clone());
+            return fail(rep, PlugError::Mac(p.clone()));
         }
-        if w.network.is_none() {
-            return fail(rep, format!("{} names no network", w.ifname));
-        }
+        let Some(network) = &w.network else {
+            return fail(
+                rep,
+                PlugError::NoNetwork {
+                    ifname: w.ifname.clone(),
+                },
+            );
+        };
         let config = match &w.config {
-            Ok(c) => c.clone(),
-            Err(e) => return fail(rep, e.clone()),
+            NetworkConfig::Found(c) => c.clone(),
+            NetworkConfig::Unavailable(e) => return fail(rep, PlugError::Network(e.clone())),
+            NetworkConfig::Unresolved => {
+                let network = network.clone();
+                return fail(rep, PlugError::Unresolved { network });
+            }
         };
         let list = match NetConfList::parse(&config) {
             Ok(l) => l,
-            Err(e) => return fail(rep, format!("network {}: {e}", w.network_ref_string())),
+            Err(source) => {
+                let network = network.clone();
+                return fail(rep, PlugError::Config { network, source });
+            }
         };
         let mut entry = self.entry(pod, w, ns, config);
         if let Some(existing) = links.get(&w.ifname) {
@@ -365,22 +494,21 @@ impl Reconciler {
                 entry.state = CacheState::Added;
                 entry.adopted = true;
                 if let Err(e) = self.cache.put(&entry).await {
-                    return fail(rep, e.to_string());
+                    return fail(rep, PlugError::Cache(e));
                 }
                 tracing::info!(pod = %pod, ifname = %w.ifname, "adopted existing interface");
                 return self.ready(w, &entry, Some(existing.clone()), rep);
             }
             return fail(
                 rep,
-                format!(
-                    "interface {} already exists in the pod and was not plugged by hotnic; not touching it",
-                    w.ifname
-                ),
+                PlugError::Foreign {
+                    ifname: w.ifname.clone(),
+                },
             );
         }
         let started = Instant::now();
         if let Err(e) = self.cache.put(&entry).await {
-            return fail(rep, e.to_string());
+            return fail(rep, PlugError::Cache(e));
         }
         let rt = runtime_args(&entry);
         match self.invoker.add_list(&list, &rt).await {
@@ -395,7 +523,7 @@ impl Reconciler {
                         .await;
                     let _ = self.cache.remove(&pod.uid, &w.ifname).await;
                     self.metrics.plug(false);
-                    return fail(rep, e.to_string());
+                    return fail(rep, PlugError::Cache(e));
                 }
                 self.metrics.plug(true);
                 self.metrics
@@ -425,16 +553,16 @@ impl Reconciler {
                         let _ = self.cache.remove(&pod.uid, &w.ifname).await;
                     }
                     Err(del_err) => {
-                        tracing::warn!(pod = %pod, ifname = %w.ifname, error = %del_err, "rollback DEL failed; retried later")
+                        tracing::warn!(pod = %pod, ifname = %w.ifname, error = %Chain(&del_err), "rollback DEL failed; retried later")
                     }
                 }
-                tracing::warn!(pod = %pod, ifname = %w.ifname, error = %add_err, "plug failed");
-                fail(rep, add_err.to_string())
+                tracing::warn!(pod = %pod, ifname = %w.ifname, error = %Chain(&add_err), "plug failed");
+                fail(rep, PlugError::Cni(add_err))
             }
         }
     }
 
-    fn entry(&self, pod: &PodRef, w: &WantedNic, ns: &SandboxNetns, config: String) -> CacheEntry {
+    fn entry(&self, pod: &PodRef, w: &WantedNic, ns: &PodNetns, config: String) -> CacheEntry {
         let net = w
             .network
             .clone()
@@ -484,8 +612,8 @@ impl Reconciler {
             Ok(l) => l,
             Err(err) => {
                 // Never ADDed with this (entries are written after parsing); nothing to undo.
-                tracing::warn!(ifname = %e.ifname, error = %err, "cached config unusable; forgetting entry");
-                return self.cache.remove(&e.pod_uid, &e.ifname).await;
+                tracing::warn!(ifname = %e.ifname, error = %Chain(&err), "cached config unusable; forgetting entry");
+                return Ok(self.cache.remove(&e.pod_uid, &e.ifname).await?);
             }
         };
         let mut rt = runtime_args(e);
@@ -497,7 +625,7 @@ impl Reconciler {
             self.metrics.unplug(r.is_ok());
         }
         r?;
-        self.cache.remove(&e.pod_uid, &e.ifname).await
+        Ok(self.cache.remove(&e.pod_uid, &e.ifname).await?)
     }
 
     /// Rolls back an unfinished ADD: DEL through every plugin (not stopping at a failure). The
@@ -506,7 +634,7 @@ impl Reconciler {
     /// never succeed). It is kept, for another rollback, while the interface is still there.
     pub async fn rollback(&self, e: &CacheEntry, link_present: bool) -> Result<(), CniError> {
         let Ok(list) = NetConfList::parse(&e.config) else {
-            return self.cache.remove(&e.pod_uid, &e.ifname).await;
+            return Ok(self.cache.remove(&e.pod_uid, &e.ifname).await?);
         };
         let mut rt = runtime_args(e);
         if !e.netns.is_empty() && !Path::new(&e.netns).exists() {
@@ -519,10 +647,10 @@ impl Reconciler {
         match errors.into_iter().next() {
             Some(err) if link_present => Err(err),
             Some(err) => {
-                tracing::warn!(pod_uid = %e.pod_uid, ifname = %e.ifname, error = %err, "rollback DEL failed but nothing is left in the pod; forgetting the attempt");
-                self.cache.remove(&e.pod_uid, &e.ifname).await
+                tracing::warn!(pod_uid = %e.pod_uid, ifname = %e.ifname, error = %Chain(&err), "rollback DEL failed but nothing is left in the pod; forgetting the attempt");
+                Ok(self.cache.remove(&e.pod_uid, &e.ifname).await?)
             }
-            None => self.cache.remove(&e.pod_uid, &e.ifname).await,
+            None => Ok(self.cache.remove(&e.pod_uid, &e.ifname).await?),
         }
     }
 
@@ -532,7 +660,7 @@ impl Reconciler {
         let entries = match self.cache.list(uid).await {
             Ok(e) => e,
             Err(e) => {
-                rep.errors.push(e.to_string());
+                rep.errors.push(ReconcileError::Cache(e));
                 return rep;
             }
         };
@@ -562,7 +690,11 @@ impl Reconciler {
                         });
                     }
                 }
-                Err(err) => rep.errors.push(format!("unplugging {}: {err}", e.ifname)),
+                Err(source) => rep.errors.push(ReconcileError::Unplug {
+                    ifname: e.ifname.clone(),
+                    why: "the pod was deleted",
+                    source,
+                }),
             }
         }
         rep
@@ -622,4 +754,154 @@ fn status(w: &WantedNic, state: NicState, reason: String) -> NicStatus {
 /// The `hotnic.io/nic-status` value for a report.
 pub fn nic_status_json(rep: &PodReport) -> Value {
     serde_json::to_value(&rep.nics).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::cri::CriError;
+    use crate::agent::netns::TemplateResolver;
+
+    fn pod() -> PodRef {
+        PodRef {
+            uid: "u1".into(),
+            namespace: "ns".into(),
+            name: "p".into(),
+        }
+    }
+
+    fn net() -> NetworkRef {
+        NetworkRef {
+            namespace: "ns".into(),
+            name: "n".into(),
+        }
+    }
+
+    fn wanted(config: NetworkConfig) -> WantedNic {
+        WantedNic {
+            ifname: "eth1".into(),
+            network: Some(net()),
+            mac: None,
+            mac_problem: None,
+            ips: vec![],
+            port_id: None,
+            config,
+        }
+    }
+
+    /// A failed namespace lookup: every NIC Unknown, the reason and the error with every cause,
+    /// each cause once (the OS error is the CRI error's source, not part of its message).
+    #[tokio::test]
+    async fn a_failed_lookup_is_reported_with_every_cause_once() {
+        let state = tempfile::tempdir().unwrap();
+        let rec = Reconciler::new(
+            Invoker::default(),
+            ResultCache::new(state.path()),
+            Arc::new(TemplateResolver::new("/nonexistent/{uid}")),
+            Arc::new(Metrics::new()),
+        );
+        let err = NetnsError::Cri(CriError::Connect {
+            socket: "/run/x.sock".into(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        });
+        let want = [wanted(NetworkConfig::Found("{}".into()))];
+        let rep = rec.reconcile_in(&pod(), &want, Err(err)).await;
+        assert_eq!(rep.nics[0].state, NicState::Unknown);
+        assert_eq!(
+            rep.nics[0].reason,
+            "network namespace lookup failed: CRI socket /run/x.sock: cannot connect: connection refused"
+        );
+        assert_eq!(
+            rep.error_messages(),
+            [
+                "network namespace lookup: CRI socket /run/x.sock: cannot connect: connection refused"
+            ]
+        );
+        assert!(matches!(
+            &rep.errors[..],
+            [ReconcileError::Netns(NetnsError::Cri(
+                CriError::Connect { .. }
+            ))]
+        ));
+        assert!(rep.needs_retry());
+    }
+
+    /// What a plug failure says: the NIC, then each cause, as before the errors were typed.
+    #[test]
+    fn plug_errors_read_as_one_sentence() {
+        let text = |e: PlugError| {
+            Chain(&ReconcileError::Plug {
+                ifname: "eth1".into(),
+                source: e,
+            })
+            .to_string()
+        };
+        let source = NetConfList::parse("{").unwrap_err();
+        assert_eq!(
+            text(PlugError::Config {
+                network: net(),
+                source
+            }),
+            "eth1: network ns/n: invalid CNI network configuration: not valid JSON: \
+             EOF while parsing an object at line 1 column 1"
+        );
+        assert_eq!(
+            text(PlugError::Network(NetworkError::NotFound(net()))),
+            "eth1: NetworkAttachmentDefinition ns/n not found"
+        );
+        let cache = CacheError::Io {
+            op: "writing",
+            path: "/s/cache/u1/eth1.json".into(),
+            source: std::io::ErrorKind::PermissionDenied.into(),
+        };
+        assert_eq!(
+            text(PlugError::Cache(cache)),
+            "eth1: result cache: writing /s/cache/u1/eth1.json: permission denied"
+        );
+        assert_eq!(
+            text(PlugError::Cni(CniError::Plugin {
+                plugin: "host-local".into(),
+                command: "ADD".into(),
+                code: Some(7),
+                msg: "invalid CIDR address: 10.95.0.0/33".into(),
+                details: String::new(),
+            })),
+            "eth1: plugin host-local ADD failed: invalid CIDR address: 10.95.0.0/33 (code 7)"
+        );
+    }
+
+    /// A NIC whose network was never looked up is not plugged, and says so.
+    #[tokio::test]
+    async fn an_unresolved_network_is_not_plugged() {
+        let state = tempfile::tempdir().unwrap();
+        let rec = Reconciler::new(
+            Invoker::default(),
+            ResultCache::new(state.path()),
+            Arc::new(TemplateResolver::new("/nonexistent/{uid}")),
+            Arc::new(Metrics::new()),
+        );
+        let w = wanted(NetworkConfig::Unresolved);
+        assert!(
+            rec.preview(&pod(), std::slice::from_ref(&w))
+                .await
+                .is_none()
+        );
+        let ns = PodNetns {
+            path: state.path().into(),
+            closed: false,
+        };
+        let mut rep = PodReport::default();
+        let st = rec.plug(&pod(), &w, &ns, &Links::new(), &mut rep).await;
+        assert_eq!(st.state, NicState::Failed);
+        assert_eq!(st.reason, "network ns/n: its config was not looked up");
+        assert_eq!(rep.events[0].message, st.reason);
+        assert!(matches!(
+            &rep.errors[..],
+            [ReconcileError::Plug {
+                source: PlugError::Unresolved { .. },
+                ..
+            }]
+        ));
+        assert!(state.path().read_dir().unwrap().next().is_none());
+    }
 }

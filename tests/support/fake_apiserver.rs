@@ -1,6 +1,6 @@
 //! A small API server speaking the Kubernetes wire protocol over plain HTTP, enough for the agent:
 //! list/watch pods (field selector `spec.nodeName`), get/patch pods and pods/status (JSON merge
-//! patch, resourceVersion-guarded, 409 Conflict `Status` on mismatch), get
+//! patch, resourceVersion-guarded, 409 Conflict `Status` on mismatch), get/list/watch
 //! NetworkAttachmentDefinitions, create Events. Tests drive it directly (add/modify/delete pods)
 //! and can inject conflicts.
 #![allow(dead_code)]
@@ -24,6 +24,7 @@ struct Inner {
     events: Vec<Value>,
     log: Vec<(u64, String, Value)>,
     patches: Vec<(String, Value)>,
+    accepted: Vec<(String, Value)>,
     conflicts_to_inject: usize,
     conflicts_served: usize,
 }
@@ -39,6 +40,12 @@ fn status(code: u16, reason: &str, message: String) -> Response {
     let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
                       "message": message, "reason": reason, "code": code});
     (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+}
+
+const NAD_KIND: &str = "NetworkAttachmentDefinition";
+
+fn is_nad(o: &Value) -> bool {
+    o["kind"] == NAD_KIND
 }
 
 fn node_of(p: &Value) -> &str {
@@ -144,13 +151,21 @@ impl Fake {
         }
     }
 
-    /// Adds a NetworkAttachmentDefinition.
-    pub fn put_nad(&self, nad: Value) {
+    /// Creates or replaces a NetworkAttachmentDefinition (ADDED / MODIFIED on its watch).
+    pub fn put_nad(&self, mut nad: Value) {
+        let mut inner = self.inner.lock().unwrap();
         let key = (
             nad["metadata"]["namespace"].as_str().unwrap().to_string(),
             nad["metadata"]["name"].as_str().unwrap().to_string(),
         );
-        self.inner.lock().unwrap().nads.insert(key, nad);
+        nad["kind"] = json!(NAD_KIND);
+        let kind = if inner.nads.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        self.bump(&mut inner, kind, &mut nad);
+        inner.nads.insert(key, nad);
     }
 
     /// The stored pod.
@@ -168,9 +183,14 @@ impl Fake {
         self.inner.lock().unwrap().events.clone()
     }
 
-    /// Patches received (path, body).
+    /// Patches received (path, body), conflicting ones included.
     pub fn patches(&self) -> Vec<(String, Value)> {
         self.inner.lock().unwrap().patches.clone()
+    }
+
+    /// Patches applied (path, body): those received, less the ones answered with an error.
+    pub fn accepted_patches(&self) -> Vec<(String, Value)> {
+        self.inner.lock().unwrap().accepted.clone()
     }
 
     /// Makes the next `n` pod patches fail with 409 after another writer's change.
@@ -200,6 +220,10 @@ impl Fake {
                 get(get_nad),
             )
             .route(
+                "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions",
+                get(list_or_watch_nads),
+            )
+            .route(
                 "/api/v1/namespaces/{ns}/events",
                 axum::routing::post(create_event),
             )
@@ -223,7 +247,34 @@ impl Fake {
 async fn list_or_watch(State(f): State<Fake>, RawQuery(raw): RawQuery) -> Response {
     let q = parse_query(raw.as_deref().unwrap_or(""));
     let node = selector_node(&q);
-    let matches = move |p: &Value| node.as_deref().is_none_or(|n| node_of(p) == n);
+    let matches = move |p: &Value| !is_nad(p) && node.as_deref().is_none_or(|n| node_of(p) == n);
+    list_or_watch_matching(
+        f,
+        q,
+        matches,
+        |inner| inner.pods.values().cloned().collect(),
+        "PodList",
+    )
+}
+
+async fn list_or_watch_nads(State(f): State<Fake>, RawQuery(raw): RawQuery) -> Response {
+    let q = parse_query(raw.as_deref().unwrap_or(""));
+    list_or_watch_matching(
+        f,
+        q,
+        is_nad,
+        |inner| inner.nads.values().cloned().collect(),
+        "NetworkAttachmentDefinitionList",
+    )
+}
+
+fn list_or_watch_matching(
+    f: Fake,
+    q: HashMap<String, String>,
+    matches: impl Fn(&Value) -> bool + Send + 'static,
+    all: impl Fn(&Inner) -> Vec<Value>,
+    list_kind: &str,
+) -> Response {
     if q.get("watch").map(String::as_str) == Some("true")
         || q.get("watch").map(String::as_str) == Some("1")
     {
@@ -250,13 +301,8 @@ async fn list_or_watch(State(f): State<Fake>, RawQuery(raw): RawQuery) -> Respon
             .unwrap();
     }
     let inner = f.inner.lock().unwrap();
-    let items: Vec<Value> = inner
-        .pods
-        .values()
-        .filter(|p| matches(p))
-        .cloned()
-        .collect();
-    axum::Json(json!({"apiVersion": "v1", "kind": "PodList",
+    let items: Vec<Value> = all(&inner).into_iter().filter(|p| matches(p)).collect();
+    axum::Json(json!({"apiVersion": "v1", "kind": list_kind,
         "metadata": {"resourceVersion": inner.rv.to_string()}, "items": items}))
     .into_response()
 }
@@ -321,7 +367,7 @@ fn patch(
         return status(400, "BadRequest", "patch is not JSON".into());
     };
     let mut inner = f.inner.lock().unwrap();
-    inner.patches.push((path, p.clone()));
+    inner.patches.push((path.clone(), p.clone()));
     let key = (ns.to_string(), name.to_string());
     let Some(mut cur) = inner.pods.get(&key).cloned() else {
         return status(404, "NotFound", format!("pods \"{name}\" not found"));
@@ -357,6 +403,7 @@ fn patch(
             .unwrap()
             .remove("resourceVersion");
     }
+    inner.accepted.push((path, p.clone()));
     json_patch::merge(&mut cur, &p);
     f.bump(&mut inner, "MODIFIED", &mut cur);
     inner.pods.insert(key, cur.clone());

@@ -4,7 +4,7 @@
 //! and `Added` (with the result) before success is reported, so a restart can always tell a
 //! finished plug from a half-done one, and DEL always uses what ADD used.
 
-use super::error::CniError;
+use super::error::CacheError;
 use crate::agent::netns::PodRef;
 use crate::model::NetworkRef;
 use serde::{Deserialize, Serialize};
@@ -95,8 +95,22 @@ fn safe_component(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
-fn err(what: &str, path: &Path, e: impl std::fmt::Display) -> CniError {
-    CniError::Cache(format!("{what} {}: {e}", path.display()))
+/// A file system error of `op` on `path`.
+fn io(op: &'static str, path: &Path, source: std::io::Error) -> CacheError {
+    CacheError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A JSON error of `op` on `path`.
+fn json(op: &'static str, path: &Path, source: serde_json::Error) -> CacheError {
+    CacheError::Json {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl ResultCache {
@@ -112,32 +126,32 @@ impl ResultCache {
         &self.root
     }
 
-    fn pod_dir(&self, uid: &str) -> Result<PathBuf, CniError> {
+    fn pod_dir(&self, uid: &str) -> Result<PathBuf, CacheError> {
         if !safe_component(uid) {
-            return Err(CniError::Cache(format!(
-                "pod uid {uid:?} cannot name a cache directory"
-            )));
+            return Err(CacheError::BadUid {
+                uid: uid.to_string(),
+            });
         }
         Ok(self.root.join(uid))
     }
 
-    fn file(&self, uid: &str, ifname: &str) -> Result<PathBuf, CniError> {
+    fn file(&self, uid: &str, ifname: &str) -> Result<PathBuf, CacheError> {
         if !safe_component(ifname) {
-            return Err(CniError::Cache(format!(
-                "interface name {ifname:?} cannot name a cache file"
-            )));
+            return Err(CacheError::BadIfname {
+                ifname: ifname.to_string(),
+            });
         }
         Ok(self.pod_dir(uid)?.join(format!("{ifname}.json")))
     }
 
     /// Writes an entry atomically and durably.
-    pub async fn put(&self, e: &CacheEntry) -> Result<(), CniError> {
+    pub async fn put(&self, e: &CacheEntry) -> Result<(), CacheError> {
         let dir = self.pod_dir(&e.pod_uid)?;
         let path = self.file(&e.pod_uid, &e.ifname)?;
         tokio::fs::create_dir_all(&dir)
             .await
-            .map_err(|x| err("creating", &dir, x))?;
-        let bytes = serde_json::to_vec_pretty(e).map_err(|x| err("encoding", &path, x))?;
+            .map_err(|x| io("creating", &dir, x))?;
+        let bytes = serde_json::to_vec_pretty(e).map_err(|x| json("encoding", &path, x))?;
         let tmp = dir.join(format!(".{}.tmp-{}", e.ifname, rand::random::<u32>()));
         let write = async {
             let mut f = tokio::fs::File::create(&tmp).await?;
@@ -149,33 +163,33 @@ impl ResultCache {
         };
         if let Err(x) = write.await {
             let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(err("writing", &path, x));
+            return Err(io("writing", &path, x));
         }
         Ok(())
     }
 
     /// Reads one entry (`None` when absent).
-    pub async fn get(&self, uid: &str, ifname: &str) -> Result<Option<CacheEntry>, CniError> {
+    pub async fn get(&self, uid: &str, ifname: &str) -> Result<Option<CacheEntry>, CacheError> {
         let path = self.file(uid, ifname)?;
         match tokio::fs::read(&path).await {
             Ok(b) => serde_json::from_slice(&b)
                 .map(Some)
-                .map_err(|x| err("decoding", &path, x)),
+                .map_err(|x| json("decoding", &path, x)),
             Err(x) if x.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(x) => Err(err("reading", &path, x)),
+            Err(x) => Err(io("reading", &path, x)),
         }
     }
 
     /// Every entry of a pod, sorted by ifname.
-    pub async fn list(&self, uid: &str) -> Result<Vec<CacheEntry>, CniError> {
+    pub async fn list(&self, uid: &str) -> Result<Vec<CacheEntry>, CacheError> {
         let dir = self.pod_dir(uid)?;
         let mut out = Vec::new();
         let mut rd = match tokio::fs::read_dir(&dir).await {
             Ok(rd) => rd,
             Err(x) if x.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(x) => return Err(err("listing", &dir, x)),
+            Err(x) => return Err(io("listing", &dir, x)),
         };
-        while let Some(ent) = rd.next_entry().await.map_err(|x| err("listing", &dir, x))? {
+        while let Some(ent) = rd.next_entry().await.map_err(|x| io("listing", &dir, x))? {
             let name = ent.file_name().to_string_lossy().to_string();
             if name.starts_with('.') || !name.ends_with(".json") {
                 continue;
@@ -183,25 +197,25 @@ impl ResultCache {
             let path = ent.path();
             let b = tokio::fs::read(&path)
                 .await
-                .map_err(|x| err("reading", &path, x))?;
-            out.push(serde_json::from_slice(&b).map_err(|x| err("decoding", &path, x))?);
+                .map_err(|x| io("reading", &path, x))?;
+            out.push(serde_json::from_slice(&b).map_err(|x| json("decoding", &path, x))?);
         }
         out.sort_by(|a: &CacheEntry, b| a.ifname.cmp(&b.ifname));
         Ok(out)
     }
 
     /// The uids of every pod with cache entries.
-    pub async fn pods(&self) -> Result<Vec<String>, CniError> {
+    pub async fn pods(&self) -> Result<Vec<String>, CacheError> {
         let mut out = Vec::new();
         let mut rd = match tokio::fs::read_dir(&self.root).await {
             Ok(rd) => rd,
             Err(x) if x.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(x) => return Err(err("listing", &self.root, x)),
+            Err(x) => return Err(io("listing", &self.root, x)),
         };
         while let Some(ent) = rd
             .next_entry()
             .await
-            .map_err(|x| err("listing", &self.root, x))?
+            .map_err(|x| io("listing", &self.root, x))?
         {
             let name = ent.file_name().to_string_lossy().to_string();
             if safe_component(&name) && ent.path().is_dir() {
@@ -213,12 +227,12 @@ impl ResultCache {
     }
 
     /// Removes an entry (and the pod's directory once empty).
-    pub async fn remove(&self, uid: &str, ifname: &str) -> Result<(), CniError> {
+    pub async fn remove(&self, uid: &str, ifname: &str) -> Result<(), CacheError> {
         let path = self.file(uid, ifname)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
             Err(x) if x.kind() == std::io::ErrorKind::NotFound => {}
-            Err(x) => return Err(err("removing", &path, x)),
+            Err(x) => return Err(io("removing", &path, x)),
         }
         let dir = self.pod_dir(uid)?;
         if self.list(uid).await?.is_empty() {

@@ -1,7 +1,7 @@
 //! Network configurations: a single plugin config or a conflist (`plugins`), and the per-plugin
 //! config libcni hands each plugin on stdin.
 
-use super::error::CniError;
+use super::error::ConfigError;
 use serde_json::{Map, Value};
 
 /// A network configuration list (a single plugin config is a list of one, as in libcni).
@@ -19,62 +19,60 @@ pub struct NetConfList {
 
 impl NetConfList {
     /// Parses a CNI config JSON text (NetworkAttachmentDefinition `spec.config`).
-    pub fn parse(text: &str) -> Result<Self, CniError> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| CniError::Config(format!("not valid JSON: {e}")))?;
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let v: Value = serde_json::from_str(text).map_err(ConfigError::Json)?;
         Self::from_value(&v)
     }
 
     /// Reads a config from parsed JSON.
-    pub fn from_value(v: &Value) -> Result<Self, CniError> {
+    pub fn from_value(v: &Value) -> Result<Self, ConfigError> {
         let obj = v
             .as_object()
-            .ok_or_else(|| CniError::Config(format!("must be a JSON object, not {v}")))?;
+            .ok_or_else(|| ConfigError::NotAnObject(v.clone()))?;
         let name = obj
             .get("name")
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| CniError::Config("no network \"name\"".into()))?
+            .ok_or(ConfigError::NoName)?
             .to_string();
         let cni_version = match obj.get("cniVersion") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
-            Some(other) => {
-                return Err(CniError::Config(format!(
-                    "\"cniVersion\" must be a string, not {other}"
-                )));
-            }
+            Some(other) => return Err(ConfigError::Version(other.clone())),
         };
         let (plugins, is_list) = match obj.get("plugins") {
             Some(Value::Array(list)) => {
                 if list.is_empty() {
-                    return Err(CniError::Config(format!(
-                        "network {name:?}: \"plugins\" is empty"
-                    )));
+                    return Err(ConfigError::NoPlugins { network: name });
                 }
                 let mut out = Vec::with_capacity(list.len());
-                for (i, p) in list.iter().enumerate() {
-                    let p = p.as_object().ok_or_else(|| {
-                        CniError::Config(format!("network {name:?}: plugins[{i}] is not an object"))
-                    })?;
+                for (index, p) in list.iter().enumerate() {
+                    let p = p
+                        .as_object()
+                        .ok_or_else(|| ConfigError::PluginNotAnObject {
+                            network: name.clone(),
+                            index,
+                        })?;
                     out.push(p.clone());
                 }
                 (out, true)
             }
             Some(other) => {
-                return Err(CniError::Config(format!(
-                    "network {name:?}: \"plugins\" must be a list, not {other}"
-                )));
+                return Err(ConfigError::PluginsNotAList {
+                    network: name,
+                    value: other.clone(),
+                });
             }
             None => (vec![obj.clone()], false),
         };
-        for (i, p) in plugins.iter().enumerate() {
+        for (index, p) in plugins.iter().enumerate() {
             match p.get("type").and_then(Value::as_str) {
                 Some(t) if !t.is_empty() && !t.contains('/') && t != "." && t != ".." => {}
                 _ => {
-                    return Err(CniError::Config(format!(
-                        "network {name:?}: plugin {i} has no valid \"type\""
-                    )));
+                    return Err(ConfigError::NoType {
+                        network: name,
+                        index,
+                    });
                 }
             }
         }
@@ -210,7 +208,7 @@ mod tests {
             ),
             ("{", "not valid JSON"),
         ] {
-            let e = NetConfList::parse(text).unwrap_err().to_string();
+            let e = crate::runtime::Chain(&NetConfList::parse(text).unwrap_err()).to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
     }

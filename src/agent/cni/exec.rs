@@ -3,7 +3,7 @@
 //! chaining, DEL in reverse order with the cached result as `prevResult` from 0.4.0 on).
 
 use super::config::NetConfList;
-use super::error::CniError;
+use super::error::{CniError, ConfigError};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -95,16 +95,19 @@ impl Invoker {
         for i in 0..list.plugins.len() {
             let conf = list.plugin_config(i, prev.as_ref(), &rt.capability_args);
             let out = self.run(list.plugin_type(i), "ADD", &conf, rt).await?;
-            let result: Value = serde_json::from_slice(&out).map_err(|e| CniError::BadResult {
-                plugin: list.plugin_type(i).to_string(),
-                command: "ADD".into(),
-                why: format!("not JSON ({e}): {:?}", String::from_utf8_lossy(&out)),
-            })?;
+            let result: Value =
+                serde_json::from_slice(&out).map_err(|source| CniError::BadResult {
+                    plugin: list.plugin_type(i).to_string(),
+                    command: "ADD".into(),
+                    why: format!("not JSON: {:?}", String::from_utf8_lossy(&out)),
+                    source: Some(source),
+                })?;
             if !result.is_object() {
                 return Err(CniError::BadResult {
                     plugin: list.plugin_type(i).to_string(),
                     command: "ADD".into(),
                     why: format!("not an object: {result}"),
+                    source: None,
                 });
             }
             prev = Some(result);
@@ -148,10 +151,10 @@ impl Invoker {
         cached: &Value,
     ) -> Result<(), CniError> {
         if !list.passes_prev_result_on_del() {
-            return Err(CniError::Config(format!(
-                "network {:?}: CHECK needs cniVersion 0.4.0 or later",
-                list.name
-            )));
+            return Err(ConfigError::NoCheck {
+                network: list.name.clone(),
+            }
+            .into());
         }
         for i in 0..list.plugins.len() {
             let conf = list.plugin_config(i, Some(cached), &rt.capability_args);
@@ -193,14 +196,11 @@ impl Invoker {
         rt: &RuntimeArgs,
     ) -> Result<Vec<u8>, CniError> {
         let bin = self.find(plugin)?;
-        let io = |e: std::io::Error| CniError::Io {
+        let io = |source: std::io::Error| CniError::Io {
             plugin: plugin.to_string(),
-            why: e.to_string(),
+            source,
         };
-        let stdin_bytes = serde_json::to_vec(conf).map_err(|e| CniError::Io {
-            plugin: plugin.to_string(),
-            why: e.to_string(),
-        })?;
+        let stdin_bytes = serde_json::to_vec(conf).map_err(|e| io(e.into()))?;
         let mut cmd = match &self.plugin_netns {
             None => tokio::process::Command::new(&bin),
             Some(ns) => {
@@ -229,10 +229,10 @@ impl Invoker {
             cmd.env("CNI_ARGS", args.join(";"));
         }
         let mut child = cmd.spawn().map_err(io)?;
-        let mut stdin = child.stdin.take().ok_or_else(|| CniError::Io {
-            plugin: plugin.to_string(),
-            why: "no stdin pipe".into(),
-        })?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| io(std::io::Error::other("no stdin pipe")))?;
         let writer = tokio::spawn(async move {
             let r = stdin.write_all(&stdin_bytes).await;
             drop(stdin);
