@@ -495,9 +495,15 @@ async fn webhook_runs_from_the_image_read_only_as_nonroot() {
     let generated = write_tls_dir(&tls);
     let (port, admin_port) = (free_port(), free_port());
     // The Deployment's args, with loopback listeners on free ports (the container shares the test's
-    // network namespace) and a short shutdown delay.
+    // network namespace), a short shutdown delay, and MACs allocated in memory: no API server runs
+    // here for the MACAddress claims (tests/claims_kube.rs covers those through a real one).
     let (deployment_args, tls_dir) = webhook_deployment();
-    let overridden = ["--listen=", "--admin-listen=", "--shutdown-delay="];
+    let overridden = [
+        "--listen=",
+        "--admin-listen=",
+        "--shutdown-delay=",
+        "--allocator=",
+    ];
     let mut args: Vec<String> = deployment_args
         .into_iter()
         .filter(|a| !overridden.iter().any(|o| a.starts_with(o)))
@@ -511,6 +517,7 @@ async fn webhook_runs_from_the_image_read_only_as_nonroot() {
         format!("--listen=127.0.0.1:{port}"),
         format!("--admin-listen=127.0.0.1:{admin_port}"),
         "--shutdown-delay=200ms".to_owned(),
+        "--allocator=memory".to_owned(),
     ]);
     let log = work.path().join("webhook.log");
     let id = format!("{}-webhook", c.id);

@@ -21,7 +21,8 @@ use k8s_openapi::api::core::v1::{
     Container, Namespace, PodSpec, Probe, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -156,6 +157,11 @@ fn check_object(v: &Value) -> Result<()> {
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => strict::<ClusterRole>(v).map(drop),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
             strict::<ClusterRoleBinding>(v).map(drop)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => strict::<Role>(v).map(drop),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => strict::<RoleBinding>(v).map(drop),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => {
+            strict::<CustomResourceDefinition>(v).map(drop)
         }
         ("apps/v1", "Deployment") => strict::<Deployment>(v).map(drop),
         ("apps/v1", "DaemonSet") => strict::<DaemonSet>(v).map(drop),
@@ -317,7 +323,12 @@ fn by_id(objs: Vec<Value>) -> BTreeMap<String, Value> {
 
 const BASE_OBJECTS: &[&str] = &[
     "Namespace/hotnic-system",
+    "CustomResourceDefinition/macaddresses.hotnic.io",
     "ServiceAccount/hotnic-webhook",
+    "ClusterRole/hotnic-webhook",
+    "ClusterRoleBinding/hotnic-webhook",
+    "Role/hotnic-webhook",
+    "RoleBinding/hotnic-webhook",
     "ServiceAccount/hotnic-agent",
     "ClusterRole/hotnic-agent",
     "ClusterRoleBinding/hotnic-agent",
@@ -327,7 +338,6 @@ const BASE_OBJECTS: &[&str] = &[
     "DaemonSet/hotnic-agent",
     "MutatingWebhookConfiguration/hotnic",
     "ValidatingWebhookConfiguration/hotnic",
-    "ValidatingWebhookConfiguration/hotnic-release",
 ];
 
 #[test]
@@ -354,6 +364,7 @@ fn renders_contain_exactly_the_expected_objects_in_hotnic_system() {
     );
     let cluster_scoped = [
         "Namespace",
+        "CustomResourceDefinition",
         "ClusterRole",
         "ClusterRoleBinding",
         "MutatingWebhookConfiguration",
@@ -556,13 +567,6 @@ fn validating_hooks(objs: &[Value], name: &str) -> Vec<Hook> {
         .collect()
 }
 
-/// The one webhook of `ValidatingWebhookConfiguration/hotnic-release` (MAC release on DELETE).
-fn release_hook(objs: &[Value]) -> Hook {
-    let mut ws = validating_hooks(objs, "hotnic-release");
-    assert_eq!(ws.len(), 1, "hotnic-release holds one webhook");
-    ws.remove(0)
-}
-
 #[test]
 fn webhook_configurations_hold_the_admission_invariants() {
     for dir in [manifests(), cert_manager()] {
@@ -576,9 +580,11 @@ fn webhook_configurations_hold_the_admission_invariants() {
                 h.name.ends_with(".hotnic.io"),
                 "{ctx}: fully qualified name"
             );
+            // It writes MACAddress claims on real requests, never on dry-run ones (checked
+            // against the code path in `side_effects_state_what_the_code_does`).
             assert_eq!(
-                h.side_effects, "None",
-                "{ctx}: dry-run requests must reach it"
+                h.side_effects, "NoneOnDryRun",
+                "{ctx}: dry-run requests must reach it, and it has side effects otherwise"
             );
             assert_eq!(h.versions, ["v1"], "{ctx}");
             assert_eq!(h.timeout, Some(5), "{ctx}");
@@ -989,11 +995,6 @@ fn match_conditions_agree_with_the_rust_predicate_on_every_fixture_and_example()
     for dir in [manifests(), cert_manager()] {
         let objs = kustomize::render(&dir).unwrap();
         let conds = conditions_of(&objs);
-        let release: Vec<(String, cel::Expr)> = release_hook(&objs)
-            .conditions
-            .iter()
-            .map(|c| (c.name.clone(), cel::parse(&c.expression).unwrap()))
-            .collect();
         let objects = fixture_and_example_objects();
         assert!(objects.len() >= 50, "{}", objects.len());
         let mut with_nics = 0;
@@ -1002,7 +1003,6 @@ fn match_conditions_agree_with_the_rust_predicate_on_every_fixture_and_example()
             with_nics += usize::from(ours);
             assert_eq!(sent(&conds, o, &null), Ok(ours), "{what} as object");
             assert_eq!(sent(&conds, &null, o), Ok(ours), "{what} as oldObject");
-            assert_eq!(sent(&release, &null, o), Ok(ours), "{what} deleted");
         }
         // Both verdicts occur (CREATE fixtures have no oldObject).
         assert!(with_nics >= 30 && with_nics < objects.len(), "{with_nics}");
@@ -1019,7 +1019,7 @@ fn match_conditions_agree_with_the_rust_predicate_on_every_fixture_and_example()
             .iter()
             .map(|k| (k.group().to_string(), k.resource().to_string()))
             .collect();
-        for h in hooks(&objs).into_iter().chain([release_hook(&objs)]) {
+        for h in hooks(&objs) {
             let named: BTreeSet<(String, String)> = h
                 .rules
                 .iter()
@@ -1222,6 +1222,39 @@ fn webhook_deployment_is_highly_available_locked_down_and_wired_to_its_ports() {
         assert!(!cli.args.dev, "never --dev in a cluster");
         assert_eq!(cli.args.log_format, hotnic::cli::LogFormat::Json);
         let cfg = hotnic::webhook::Config::from_args(&cli.args).unwrap();
+        // MAC claims in the API server, cluster-wide, with the repair loop under its Lease in the
+        // pod's own namespace, held under the pod's name.
+        match &cfg.allocator {
+            hotnic::webhook::AllocatorConfig::Kubernetes(k) => {
+                assert!(k.kubeconfig.is_none(), "in-cluster configuration");
+                assert!(k.repair.is_some());
+            }
+            other => panic!("--allocator: {other:?}"),
+        }
+        assert_eq!(cfg.mac_scope, hotnic::allocator::ScopeMode::Cluster);
+        let env: BTreeMap<String, String> = c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                let path = e
+                    .value_from
+                    .as_ref()?
+                    .field_ref
+                    .as_ref()?
+                    .field_path
+                    .clone();
+                Some((e.name.clone(), path))
+            })
+            .collect();
+        assert_eq!(
+            env.get("HOTNIC_POD_NAME").map(String::as_str),
+            Some("metadata.name")
+        );
+        assert_eq!(
+            env.get("HOTNIC_LEASE_NAMESPACE").map(String::as_str),
+            Some("metadata.namespace")
+        );
         let tls_port = c
             .ports
             .iter()
@@ -1500,34 +1533,95 @@ fn rbac_is_least_privilege_without_wildcards() {
         assert!(!(kind == "ClusterRole" && o["aggregationRule"].is_object()));
     }
     let set = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<BTreeSet<_>>();
-    // The webhook calls no API: no role, no binding, no token in its pods.
-    for kind in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
-        assert!(
-            !objs
-                .iter()
-                .any(|o| o["kind"] == kind && o["metadata"]["name"] == "hotnic-webhook"),
-            "the webhook needs no {kind}"
+    // The webhook: its MACAddress claims, read-only owner lookups, DuplicateMAC events, and its
+    // repair Lease, exactly (README "MAC uniqueness"; the real-cluster tier runs it with these).
+    assert_eq!(
+        flatten(&rules(&objs, "hotnic-webhook")),
+        set(&[
+            "hotnic.io/macaddresses:get",
+            "hotnic.io/macaddresses:list",
+            "hotnic.io/macaddresses:watch",
+            "hotnic.io/macaddresses:create",
+            "hotnic.io/macaddresses:patch",
+            "hotnic.io/macaddresses:delete",
+            "/pods:list",
+            "kubevirt.io/virtualmachines:list",
+            "kubevirt.io/virtualmachineinstances:list",
+            "events.k8s.io/events:create",
+            "events.k8s.io/events:patch",
+        ])
+    );
+    let role: Role = typed(&objs, "Role", "hotnic-webhook");
+    assert_eq!(role.metadata.namespace.as_deref(), Some(NS));
+    let lease_rules: BTreeSet<String> = role
+        .rules
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|r| {
+            let names = r.resource_names.clone().unwrap_or_default().join(",");
+            r.verbs.iter().map(move |v| {
+                format!(
+                    "{}/{}[{names}]:{v}",
+                    r.api_groups.as_deref().unwrap_or_default().join(","),
+                    r.resources.as_deref().unwrap_or_default().join(",")
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        lease_rules,
+        set(&[
+            "coordination.k8s.io/leases[]:create",
+            "coordination.k8s.io/leases[hotnic-webhook-repair]:get",
+            "coordination.k8s.io/leases[hotnic-webhook-repair]:update",
+        ]),
+        "the webhook may create a Lease and touch only its own"
+    );
+    assert_eq!(
+        hotnic::webhook::REPAIR_LEASE,
+        "hotnic-webhook-repair",
+        "the Role names the Lease the code uses"
+    );
+    for (kind, role_kind) in [
+        ("ClusterRoleBinding", "ClusterRole"),
+        ("RoleBinding", "Role"),
+    ] {
+        let b = find(&objs, kind, "hotnic-webhook");
+        assert_eq!(
+            (&b["roleRef"]["kind"], &b["roleRef"]["name"]),
+            (&json!(role_kind), &json!("hotnic-webhook")),
+            "{kind}"
+        );
+        assert_eq!(
+            b["subjects"],
+            json!([{"kind": "ServiceAccount", "name": "hotnic-webhook", "namespace": NS}]),
+            "{kind}"
         );
     }
-    let binds_webhook = |b: &Value| {
+    let binds = |b: &Value, sa: &str| {
         b["subjects"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == "hotnic-webhook")
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == sa)
     };
-    assert!(
-        !objs
-            .iter()
-            .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
-            .any(binds_webhook),
-        "nothing binds the webhook's ServiceAccount"
-    );
+    for o in objs
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+    {
+        let name = o["metadata"]["name"].as_str().unwrap();
+        assert_eq!(
+            binds(o, "hotnic-webhook"),
+            name == "hotnic-webhook",
+            "{name}: only the webhook's own bindings bind its ServiceAccount"
+        );
+    }
     let sa: ServiceAccount = typed(&objs, "ServiceAccount", "hotnic-webhook");
-    assert_eq!(sa.automount_service_account_token, Some(false));
+    assert_ne!(sa.automount_service_account_token, Some(false));
     assert_eq!(
         find(&objs, "Deployment", "hotnic-webhook")["spec"]["template"]["spec"]["automountServiceAccountToken"],
-        false
+        true,
+        "the webhook calls the API: its token is mounted"
     );
     assert_eq!(
         flatten(&rules(&objs, "hotnic-agent")),
@@ -1651,7 +1745,7 @@ fn ca_bundle_is_the_ca_that_signed_the_serving_certificate_in_certs() {
     // Rendered: both webhooks trust exactly that CA, and the Secret serves that pair.
     let objs = kustomize::render(&manifests()).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD;
-    for h in hooks(&objs).into_iter().chain([release_hook(&objs)]) {
+    for h in hooks(&objs) {
         let bundle = h.client.ca_bundle.expect("caBundle").0;
         assert_eq!(bundle, ca, "{}: caBundle is not certs/ca.crt", h.config);
         check_signed(&bundle, &crt).unwrap();
@@ -1798,112 +1892,125 @@ fn cert_manager_overlay_issues_a_ca_chain_for_the_service_name() {
     );
 }
 
-/// The DELETE webhook frees MACs and can never block a deletion: failurePolicy Ignore, a short
-/// timeout, DELETE only, the main webhooks' selectors, sent only when the deleted object had NICs,
-/// served by /validate (allowed, no patch).
-#[tokio::test]
-async fn release_webhook_frees_macs_on_delete_and_never_blocks() {
-    use tower::ServiceExt;
+/// No configuration sends DELETEs: a MAC is released once the deletion (or the unplug) is
+/// observed, by the webhook's repair loop, never while a request is still in admission (a DELETE
+/// can still be refused, or leave the object terminating for a while with its MAC on the wire).
+#[test]
+fn no_webhook_sees_deletes() {
     for dir in [manifests(), cert_manager()] {
         let objs = kustomize::render(&dir).unwrap();
-        let r = release_hook(&objs);
-        let main = hooks(&objs).remove(1);
-        let ctx = format!("{} ({})", r.config, dir.display());
-        assert_eq!(r.name, "release.hotnic.io", "{ctx}");
-        assert_eq!(
-            r.failure.as_deref(),
-            Some("Ignore"),
-            "{ctx}: must never block a DELETE"
-        );
-        assert!(r.timeout.is_some_and(|t| t <= 3), "{ctx}: short timeout");
-        assert_eq!(r.side_effects, "NoneOnDryRun", "{ctx}");
-        assert_eq!(r.versions, ["v1"], "{ctx}");
-        assert_eq!(r.match_policy.as_deref(), Some("Equivalent"), "{ctx}");
-        let s = r.client.service.as_ref().expect("service reference");
-        assert_eq!(s.path.as_deref(), Some("/validate"), "{ctx}");
-        assert_eq!(s.name, main.client.service.as_ref().unwrap().name, "{ctx}");
-        for rule in &r.rules {
-            let ops: Vec<_> = rule
-                .operations
-                .iter()
-                .flatten()
-                .map(String::as_str)
-                .collect();
-            assert_eq!(ops, ["DELETE"], "{ctx}");
-        }
-        let resources = |h: &Hook| -> BTreeSet<_> { h.rules.iter().flat_map(itertools3).collect() };
-        assert_eq!(
-            resources(&r),
-            resources(&main),
-            "{ctx}: same resources as the validating webhook"
-        );
-        assert_eq!(r.namespace_selector, main.namespace_selector, "{ctx}");
-        assert_eq!(r.object_selector, main.object_selector, "{ctx}");
-        let injected = &find(&objs, "ValidatingWebhookConfiguration", "hotnic-release")["metadata"]
-            ["annotations"]["cert-manager.io/inject-ca-from"];
-        assert_eq!(
-            dir == cert_manager(),
-            !injected.is_null(),
-            "{ctx}: CA injection"
-        );
-        assert_eq!(
-            dir == cert_manager(),
-            r.client.ca_bundle.is_none(),
-            "{ctx}: caBundle"
-        );
-
-        // The match condition: deletions of objects that had NICs, nothing else, never an error.
-        let conds: Vec<(String, cel::Expr)> = r
-            .conditions
+        let configs = objs
             .iter()
-            .map(|c| {
-                (
-                    c.name.clone(),
-                    cel::parse(&c.expression).expect("CEL parses"),
-                )
+            .filter(|o| {
+                o["kind"] == "MutatingWebhookConfiguration"
+                    || o["kind"] == "ValidatingWebhookConfiguration"
             })
-            .collect();
-        assert!(!conds.is_empty(), "{ctx}");
-        let null = Value::Null;
-        let multus = yaml_file("examples/multus/pod.yaml");
-        let vm = yaml_file("examples/kubevirt/vm.yaml");
-        let arktos = yaml_file("examples/arktos/vm-pod.yaml");
-        let plain =
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {}});
-        for (what, obj, old, want) in [
-            ("DELETE of a Multus pod", &null, &multus, true),
-            ("DELETE of a KubeVirt VM", &null, &vm, true),
-            ("DELETE of an Arktos VM pod", &null, &arktos, true),
-            ("DELETE of a plain pod", &null, &plain, false),
-            ("CREATE of a Multus pod", &multus, &null, false),
-            ("UPDATE of a Multus pod", &multus, &multus, false),
-        ] {
-            assert_eq!(sent(&conds, obj, old), Ok(want), "{ctx}: {what}");
+            .count();
+        assert_eq!(configs, 2, "{}", dir.display());
+        for h in hooks(&objs) {
+            for r in &h.rules {
+                assert!(
+                    !r.operations
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "DELETE" || o == "*"),
+                    "{} {}: DELETE",
+                    h.config,
+                    h.name
+                );
+            }
         }
     }
+}
 
-    // What /validate does with such a DELETE: allowed, no patch, and the MAC is free again for
-    // another object (a user-given MAC of a new pod would otherwise be denied as in use).
+/// An in-memory allocator that counts the writes a `MACAddress`-backed one would make.
+struct Recording {
+    inner: hotnic::allocator::InMemoryAllocator,
+    writes: std::sync::atomic::AtomicUsize,
+}
+
+impl hotnic::allocator::MacAllocator for Recording {
+    fn range(&self) -> hotnic::allocator::MacRange {
+        self.inner.range()
+    }
+    fn candidate(
+        &self,
+        scope: &hotnic::allocator::Scope,
+        taken: &dyn Fn(hotnic::model::Mac) -> bool,
+        dry_run: bool,
+    ) -> Result<hotnic::model::Mac, hotnic::allocator::AllocError> {
+        self.inner.candidate(scope, taken, dry_run)
+    }
+    fn held_by_other(
+        &self,
+        owner: &hotnic::allocator::Owner,
+        scope: &hotnic::allocator::Scope,
+        mac: hotnic::model::Mac,
+    ) -> bool {
+        self.inner.held_by_other(owner, scope, mac)
+    }
+    fn holder<'a>(
+        &'a self,
+        scope: &'a hotnic::allocator::Scope,
+        mac: hotnic::model::Mac,
+    ) -> hotnic::allocator::AllocFuture<
+        'a,
+        Result<Option<hotnic::allocator::Owner>, hotnic::allocator::AllocError>,
+    > {
+        self.inner.holder(scope, mac)
+    }
+    fn claim<'a>(
+        &'a self,
+        req: hotnic::allocator::ClaimRequest<'a>,
+    ) -> hotnic::allocator::AllocFuture<'a, Result<(), hotnic::allocator::ClaimError>> {
+        if !req.dry_run {
+            self.writes
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.inner.claim(req)
+    }
+    fn bind<'a>(
+        &'a self,
+        owner: &'a hotnic::allocator::Owner,
+        keys: &'a [(hotnic::allocator::Scope, hotnic::model::Mac)],
+    ) -> hotnic::allocator::AllocFuture<'a, Result<(), hotnic::allocator::AllocError>> {
+        self.writes
+            .fetch_add(keys.len(), std::sync::atomic::Ordering::SeqCst);
+        self.inner.bind(owner, keys)
+    }
+    fn release<'a>(
+        &'a self,
+        owner: &'a hotnic::allocator::Owner,
+        scope: &'a hotnic::allocator::Scope,
+        mac: hotnic::model::Mac,
+    ) -> hotnic::allocator::AllocFuture<'a, Result<bool, hotnic::allocator::AllocError>> {
+        panic!("admission released {mac} of {owner} in {scope}: releases follow observed deletions")
+    }
+    fn held(&self) -> usize {
+        self.inner.held()
+    }
+}
+
+/// `sideEffects` states what the code does: every captured review (and a `generateName` create
+/// through both phases) through the real router with an allocator that counts writes, once as
+/// sent and once as a dry-run. Dry-runs write nothing on any path; a path whose real reviews
+/// write is configured `NoneOnDryRun`, one whose never write would be `None`. Nothing releases.
+#[tokio::test]
+async fn side_effects_state_what_the_code_does() {
+    use std::sync::atomic::Ordering;
+    use tower::ServiceExt;
+    let rec = std::sync::Arc::new(Recording {
+        inner: hotnic::allocator::InMemoryAllocator::new(
+            hotnic::allocator::MacRange::default_range(),
+        ),
+        writes: 0.into(),
+    });
     let app = hotnic::webhook::routes::AppState::new(
-        hotnic::policy::Policy::in_memory(hotnic::allocator::MacRange::default_range()),
+        hotnic::policy::Policy::new(hotnic::policy::PolicyConfig::default(), rec.clone()),
         std::sync::Arc::new(hotnic::webhook::metrics::Metrics::new()),
     );
-    let pod = |name: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "demo", "annotations": {
-            "k8s.v1.cni.cncf.io/networks": "[{\"name\":\"blue\",\"interface\":\"eth1\",\"mac\":\"02:00:00:00:aa:01\"}]"}},
-        "spec": {"containers": [{"name": "c", "image": "i"}]}})
-    };
-    let review = |uid: &str, op: &str, name: &str, object: Value, old: Value| {
-        json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "demo", "name": name, "operation": op, "object": object, "oldObject": old,
-            "dryRun": false, "userInfo": {"username": "admin"}}})
-    };
-    let call = |path: &'static str, body: Value| {
-        let router = hotnic::webhook::routes::router(app.clone(), 1 << 20);
+    let call = |path: String, body: Value| {
+        let router = hotnic::webhook::routes::router(app.clone(), 8 << 20);
         async move {
             let req = http::Request::builder()
                 .method("POST")
@@ -1913,42 +2020,173 @@ async fn release_webhook_frees_macs_on_delete_and_never_blocks() {
                 .unwrap();
             let resp = router.oneshot(req).await.unwrap();
             assert_eq!(resp.status(), 200);
-            let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            let bytes = axum::body::to_bytes(resp.into_body(), 8 << 20)
                 .await
                 .unwrap();
             serde_json::from_slice::<Value>(&bytes).unwrap()["response"].clone()
         }
     };
-    let a = call(
-        "/mutate",
-        review("u1", "CREATE", "a", pod("a"), Value::Null),
+    let mut reviews: Vec<(String, Value)> = support::fixtures()
+        .into_iter()
+        .map(|(name, r)| {
+            let path = format!("/{}", name.split('-').nth(1).unwrap());
+            (path, r)
+        })
+        .collect();
+    // generateName: the mutating phase's patch (with its claim token) into the validating phase.
+    let m = support::fixture("011");
+    let mut dry = m.clone();
+    dry["request"]["dryRun"] = json!(true);
+    let answer = call("/mutate".into(), m.clone()).await;
+    let patch: json_patch::Patch = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(answer["patch"].as_str().unwrap())
+            .unwrap(),
     )
-    .await;
-    assert_eq!(a["allowed"], true, "{a}");
-    let b = call(
-        "/validate",
-        review("u2", "CREATE", "b", pod("b"), Value::Null),
-    )
-    .await;
-    assert_eq!(b["allowed"], false, "pod b reuses pod a's MAC: {b}");
-    let del = call(
-        "/validate",
-        review("u3", "DELETE", "a", Value::Null, pod("a")),
-    )
-    .await;
-    assert_eq!(
-        (del["uid"].as_str(), &del["allowed"]),
-        (Some("u3"), &json!(true)),
-        "{del}"
+    .unwrap();
+    let mut v = support::fixture("012");
+    let mut obj = m["request"]["object"].clone();
+    json_patch::patch(&mut obj, &patch).unwrap();
+    obj["metadata"]["name"] = json!("gen-k4sks");
+    obj["metadata"]["uid"] = v["request"]["object"]["metadata"]["uid"].clone();
+    v["request"]["object"] = obj;
+    reviews.push(("/validate".into(), v));
+    let objs = kustomize::render(&manifests()).unwrap();
+    for h in hooks(&objs) {
+        let path = h.client.service.as_ref().unwrap().path.clone().unwrap();
+        let mut real_writes = 0;
+        for (p, review) in reviews.iter().filter(|(p, _)| *p == path) {
+            for dry_run in [true, false] {
+                let mut r = review.clone();
+                r["request"]["dryRun"] = json!(dry_run);
+                let before = rec.writes.load(Ordering::SeqCst);
+                call(p.clone(), r).await;
+                let wrote = rec.writes.load(Ordering::SeqCst) - before;
+                if dry_run {
+                    assert_eq!(wrote, 0, "{p}: a dry-run wrote {wrote} claims");
+                } else {
+                    real_writes += wrote;
+                }
+            }
+        }
+        let want = if real_writes > 0 {
+            "NoneOnDryRun"
+        } else {
+            "None"
+        };
+        assert_eq!(
+            h.side_effects, want,
+            "{} {} ({path}): {real_writes} writes for real reviews",
+            h.config, h.name
+        );
+    }
+}
+
+/// The CRD in `manifests/` is the one the code reads and writes: group, version, kind, plural,
+/// cluster scope; every field a claim is written with is in the schema, the required ones are
+/// written, the address matches the schema's pattern; `kubectl get macaddresses` shows the MAC,
+/// the network, the owner and the NIC.
+#[test]
+fn macaddress_crd_matches_the_code() {
+    use hotnic::claims::crd;
+    let objs = kustomize::render(&manifests()).unwrap();
+    let c: CustomResourceDefinition = typed(
+        &objs,
+        "CustomResourceDefinition",
+        &format!("{}.{}", crd::PLURAL, crd::GROUP),
     );
-    assert!(del.get("patch").is_none(), "{del}");
-    let b = call(
-        "/validate",
-        review("u4", "CREATE", "b", pod("b"), Value::Null),
-    )
-    .await;
+    let spec = &c.spec;
     assert_eq!(
-        b["allowed"], true,
-        "pod a's MAC was released by its DELETE: {b}"
+        (
+            spec.group.as_str(),
+            spec.scope.as_str(),
+            spec.names.kind.as_str()
+        ),
+        (crd::GROUP, "Cluster", crd::KIND)
+    );
+    assert_eq!(spec.names.plural, crd::PLURAL);
+    assert_eq!(spec.versions.len(), 1);
+    let v = &spec.versions[0];
+    assert_eq!(
+        (v.name.as_str(), v.served, v.storage),
+        (crd::VERSION, true, true)
+    );
+    let columns: Vec<(String, String)> = v
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| (c.name.clone(), c.json_path.clone()))
+        .collect();
+    for path in [
+        ".spec.address",
+        ".spec.network",
+        ".spec.owner.resource",
+        ".spec.owner.namespace",
+        ".spec.owner.name",
+        ".spec.nic",
+    ] {
+        assert!(
+            columns.iter().any(|(_, p)| p == path),
+            "no column {path}: {columns:?}"
+        );
+    }
+    let schema = serde_json::to_value(
+        v.schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap();
+    let owner = hotnic::allocator::Owner {
+        group: "kubevirt.io".into(),
+        kind: "VirtualMachine".into(),
+        resource: "virtualmachines".into(),
+        namespace: "demo".into(),
+        name: Some("vm".into()),
+        generate_name: Some("vm-".into()),
+        uid: Some("u".into()),
+        token: Some("t".into()),
+    };
+    let scope = hotnic::allocator::Scope::Network(hotnic::model::NetworkRef {
+        namespace: "demo".into(),
+        name: "blue".into(),
+    });
+    let claim = crd::MacAddress::new(&scope, "02:0a:0b:0c:0d:0e".parse().unwrap(), "nic1", &owner);
+    let written = serde_json::to_value(&claim).unwrap();
+    fn covered(schema: &Value, v: &Value, at: &str) {
+        let Some(obj) = v.as_object() else { return };
+        for req in schema["required"].as_array().into_iter().flatten() {
+            assert!(
+                obj.contains_key(req.as_str().unwrap()),
+                "{at}: required {req} not written"
+            );
+        }
+        if schema["properties"].is_null() {
+            return;
+        }
+        for (k, val) in obj {
+            let sub = &schema["properties"][k];
+            assert!(
+                !sub.is_null(),
+                "{at}.{k} is written but not in the CRD schema"
+            );
+            covered(sub, val, &format!("{at}.{k}"));
+        }
+    }
+    covered(&schema, &written, "");
+    let pattern = schema["properties"]["spec"]["properties"]["address"]["pattern"]
+        .as_str()
+        .unwrap();
+    let re = regex_lite::Regex::new(pattern).unwrap();
+    assert!(re.is_match(written["spec"]["address"].as_str().unwrap()));
+    assert!(
+        !re.is_match("02:0A:0B:0C:0D:0E"),
+        "upper case is never written"
+    );
+    assert_eq!(
+        claim.metadata.name.as_deref(),
+        Some("02-0a-0b-0c-0d-0e.demo.blue")
     );
 }

@@ -293,7 +293,8 @@ fn rule2_mac_used_by_another_object_is_denied() {
 }
 
 #[test]
-fn rule2_a_deleted_objects_macs_are_free_again() {
+fn rule2_a_deleted_objects_macs_are_free_again_once_the_deletion_is_observed() {
+    use futures::FutureExt;
     let p = policy();
     let a = Req::create(multus(
         json!([{"name": "a", "interface": "eth1", "mac": "02:aa:bb:cc:dd:01"}]),
@@ -303,7 +304,8 @@ fn rule2_a_deleted_objects_macs_are_free_again() {
     b.object["metadata"]["name"] = json!("other");
     b.name = Some("other".into());
     assert_eq!(denials(&p, &b).len(), 1);
-    // A dry-run delete frees nothing; the real one does.
+    // A DELETE review is allowed and frees nothing, dry-run or not: the deletion may still be
+    // refused, or leave the pod terminating with its MAC on the wire.
     let mut delete = Req::new(
         hotnic::policy::Operation::Delete,
         Value::Null,
@@ -312,8 +314,24 @@ fn rule2_a_deleted_objects_macs_are_free_again() {
     delete.kind = "Pod".into();
     delete.name = Some("web".into());
     assert!(p.validate(&delete.clone().dry().as_request()).is_allowed());
-    assert_eq!(denials(&p, &b).len(), 1);
     assert!(p.validate(&delete.as_request()).is_allowed());
+    assert_eq!(denials(&p, &b).len(), 1);
+    // Released where the deletion is observed (the repair loop): then it is free.
+    let owner = hotnic::allocator::Owner {
+        kind: "Pod".into(),
+        resource: "pods".into(),
+        namespace: "demo".into(),
+        name: Some("web".into()),
+        ..Default::default()
+    };
+    let mac = "02:aa:bb:cc:dd:01".parse().unwrap();
+    let released = p
+        .allocator()
+        .release(&owner, &hotnic::allocator::Scope::Cluster, mac)
+        .now_or_never()
+        .unwrap()
+        .unwrap();
+    assert!(released);
     assert!(denials(&p, &b).is_empty());
 }
 
@@ -1011,4 +1029,43 @@ fn every_rule_is_produced_only_in_the_policy() {
         missing.is_empty(),
         "never produced in src/policy/: {missing:?}"
     );
+}
+
+/// An update whose new object is not a JSON object at all (its old one carried NICs): denied as
+/// malformed (422) in both phases, with a field and what to send instead; never a patch that
+/// cannot apply.
+#[test]
+fn an_object_that_is_not_an_object_is_malformed() {
+    let p = policy();
+    let old = multus(json!([{"name": "net1", "interface": "eth1", "mac": "02:00:00:00:00:01"}]));
+    for (new, kind) in [
+        (json!([1, 2]), "Pod"),
+        (json!("text"), "Pod"),
+        (json!(null), "Pod"),
+        (json!(7), "VirtualMachine"),
+    ] {
+        let old = if kind == "Pod" {
+            old.clone()
+        } else {
+            vm_basic()
+        };
+        let mut req = Req::update(old, new.clone());
+        req.kind = kind.into();
+        req.group = if kind == "Pod" { "" } else { "kubevirt.io" }.into();
+        for out in [p.mutate(&req.as_request()), p.validate(&req.as_request())] {
+            let d = out
+                .denial()
+                .unwrap_or_else(|| panic!("{new}: allowed: {out:?}"));
+            assert_eq!(d.code, 422, "{new}: {d:?}");
+            // Validation lists every cause; the object's own comes first.
+            assert_eq!(d.causes[0].field, "object", "{new}: {d:?}");
+            assert!(
+                d.causes[0]
+                    .message
+                    .starts_with(&format!("must be a {kind} as a JSON object")),
+                "{}",
+                d.causes[0].message
+            );
+        }
+    }
 }

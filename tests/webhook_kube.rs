@@ -10,8 +10,9 @@
 //! tests assert that hotnic's review counter does not move; they take [`COUNTER`] exclusively,
 //! every other test holds it shared while it talks to the API server.
 //!
-//! Two `#[ignore]`d tests pin down hotnic bugs this tier found (MACs the allocator stops holding
-//! while a stored object still has them); run them with `-- --ignored` once those are fixed.
+//! hotnic keeps its MAC claims as `MACAddress` objects in this cluster (`--allocator kubernetes`,
+//! as its ServiceAccount with the manifests' RBAC); no repair loop runs on its own here: tests that
+//! need a deletion observed run a repair pass (`webhook_config::repairer`).
 
 #[path = "support/kube_cluster.rs"]
 mod kube_cluster;
@@ -261,7 +262,17 @@ async fn create_injects_macs_and_capacity_and_dry_run_stores_nothing() {
     }
     assert_eq!(macs(&created), macs(&stored));
 
-    // Server-side dry-run: the answer carries the mutation, nothing is stored.
+    // Claimed for this pod.
+    for m in macs(&stored) {
+        let claim = claim_of(cluster, m.as_deref().unwrap()).await;
+        assert_eq!(
+            claim.as_ref().map(|c| &c["spec"]["owner"]["name"]),
+            Some(&json!("web")),
+            "{claim:?}"
+        );
+    }
+
+    // Server-side dry-run: the answer carries the mutation, nothing is stored, nothing claimed.
     let dry = PostParams {
         dry_run: true,
         ..Default::default()
@@ -284,6 +295,12 @@ async fn create_injects_macs_and_capacity_and_dry_run_stores_nothing() {
         Some("6")
     );
     assert!(pods.get_opt("dry").await.unwrap().is_none());
+    for m in &injected {
+        assert!(
+            claim_of(cluster, m).await.is_none(),
+            "a dry-run claimed {m}"
+        );
+    }
     let (code, body) = cluster
         .request(
             "GET",
@@ -657,10 +674,34 @@ async fn kubevirt_vm_gets_macs_hotplug_is_allowed_primary_unplug_is_denied() {
     );
 }
 
+/// The name of the `MACAddress` claim of `mac` (cluster scope).
+fn claim_name(mac: &str) -> String {
+    mac.replace(':', "-")
+}
+
+/// The stored claim of `mac`, as the admin reads it.
+async fn claim_of(cluster: &KubeCluster, mac: &str) -> Option<Value> {
+    let path = format!("/apis/hotnic.io/v1alpha1/macaddresses/{}", claim_name(mac));
+    match cluster.request("GET", &path, None, None).await.unwrap() {
+        (200, v) => Some(v),
+        (404, _) => None,
+        other => panic!("GET {path}: {other:?}"),
+    }
+}
+
+/// One repair pass as the webhook's repair loop runs it (its ServiceAccount, its RBAC).
+async fn repair_pass(active: &Active) -> hotnic::claims::repair::PassReport {
+    webhook_config::repairer(&active.hotnic, std::time::Duration::from_secs(60))
+        .await
+        .pass()
+        .await
+        .expect("a repair pass with the webhook's RBAC")
+}
+
 #[tokio::test]
-async fn delete_goes_through_the_release_webhook_and_frees_the_mac() {
+async fn a_deleted_pods_mac_is_free_once_the_repair_loop_observes_the_deletion() {
     let Some((cluster, active)) =
-        setup("delete_goes_through_the_release_webhook_and_frees_the_mac").await
+        setup("a_deleted_pods_mac_is_free_once_the_repair_loop_observes_the_deletion").await
     else {
         return;
     };
@@ -669,9 +710,30 @@ async fn delete_goes_through_the_release_webhook_and_frees_the_mac() {
     let pods: Api<Pod> = Api::namespaced(cluster.admin_client().await, &ns);
     let mac = "02:ee:00:00:00:01";
     let nets = format!(r#"[{{"name":"bridge-conf","interface":"eth1","mac":"{mac}"}}]"#);
-    pods.create(&PostParams::default(), &multus_pod("first", &nets))
+    let first = pods
+        .create(&PostParams::default(), &multus_pod("first", &nets))
         .await
         .unwrap();
+    // Claimed in the mutating phase, for a pod whose uid it did not know yet.
+    let claim = claim_of(cluster, mac).await.expect("a MACAddress claim");
+    assert_eq!(claim["spec"]["address"], mac);
+    assert_eq!(
+        (
+            &claim["spec"]["owner"]["namespace"],
+            &claim["spec"]["owner"]["name"],
+            &claim["spec"]["nic"]
+        ),
+        (&json!(ns), &json!("first"), &json!("eth1"))
+    );
+    assert!(claim["spec"]["owner"].get("uid").is_none(), "{claim}");
+    // The repair loop binds it to the pod's uid.
+    let report = repair_pass(active).await;
+    assert!(
+        report.done.get("bound").is_some_and(|n| *n >= 1),
+        "{report:?}"
+    );
+    let claim = claim_of(cluster, mac).await.unwrap();
+    assert_eq!(claim["spec"]["owner"]["uid"], json!(first.metadata.uid));
 
     // While "first" holds the MAC, another pod may not take it.
     let err = pods
@@ -690,19 +752,32 @@ async fn delete_goes_through_the_release_webhook_and_frees_the_mac() {
         s.message
     );
 
+    // No webhook sees the DELETE, and the MAC stays claimed until the deletion is observed.
     let deletes = r#"operation="DELETE""#;
     let before = active.hotnic.reviews_matching(&[deletes]).await;
     pods.delete("first", &DeleteParams::default().grace_period(0))
         .await
         .expect("the DELETE of a pod with NICs is admitted");
     assert!(pods.get_opt("first").await.unwrap().is_none());
-    let after = active.hotnic.reviews_matching(&[deletes]).await;
+    assert_eq!(active.hotnic.reviews_matching(&[deletes]).await, before);
+    assert!(claim_of(cluster, mac).await.is_some());
     assert!(
-        after > before,
-        "hotnic saw no DELETE review ({before} → {after})"
+        pods.create(&PostParams::default(), &multus_pod("second", &nets))
+            .await
+            .is_err(),
+        "released before the deletion was observed"
     );
 
-    // The release freed the MAC: now it may be taken.
+    // A repair pass observes it: released, and now the MAC may be taken.
+    let report = repair_pass(active).await;
+    assert!(
+        report
+            .done
+            .get("released_owner_gone")
+            .is_some_and(|n| *n >= 1),
+        "{report:?}"
+    );
+    assert!(claim_of(cluster, mac).await.is_none());
     pods.create(&PostParams::default(), &multus_pod("second", &nets))
         .await
         .expect("the released MAC is free");
@@ -755,10 +830,23 @@ async fn generate_name_pods_get_distinct_macs_and_release_them() {
         .unwrap();
     assert_eq!(macs(&a2)[..2], macs(&a)[..]);
     assert_injected(macs(&a2)[2].as_deref(), "eth3");
-    // Deleting it frees its MACs: a named pod may take them.
+    // Its claims were bound to it in the validating phase (by its claim token), the hot-plug's
+    // at once (an UPDATE knows the uid).
+    for m in macs(&a2) {
+        let claim = claim_of(cluster, m.as_deref().unwrap()).await.unwrap();
+        assert_eq!(claim["spec"]["owner"]["name"], json!(a_name), "{claim}");
+        assert_eq!(
+            claim["spec"]["owner"]["uid"],
+            json!(a.metadata.uid),
+            "{claim}"
+        );
+    }
+    // Deleting it frees its MACs once the repair loop observes it: a named pod may take them.
     pods.delete(&a_name, &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
+    let active = ACTIVE.get().unwrap();
+    repair_pass(active).await;
     let taken = format!(
         r#"[{{"name":"bridge-conf","interface":"eth1","mac":"{}"}}]"#,
         macs(&a2)[2].as_deref().unwrap()
@@ -841,12 +929,10 @@ async fn pod_without_nics_is_never_sent_to_hotnic() {
     assert_eq!(active.hotnic.reviews().await, before, "hotnic was called");
 }
 
-/// A denied update must leave the allocator as it was. It does not: the mutating phase (which
-/// runs before the validating one) already released the old MAC and claimed the new one, so after
-/// the denial the stored pod keeps a MAC the allocator no longer holds for it (another pod may
-/// take it: two pods with one MAC) and the allocator holds one no object has.
+/// A denied update leaves the claims as they were: the mutating phase releases nothing, and claims
+/// nothing for a request the validating phase will deny (here: rule 4, an existing NIC's MAC
+/// changed), so the stored pod keeps its MAC to itself and the wanted one stays free.
 #[tokio::test]
-#[ignore = "issue 10 (MAC claims) fixes it: the mutating phase's allocator changes survive a denied update"]
 async fn denied_update_leaves_the_macs_held_as_they_were() {
     let Some((cluster, _)) = setup("denied_update_leaves_the_macs_held_as_they_were").await else {
         return;
@@ -887,12 +973,11 @@ async fn denied_update_leaves_the_macs_held_as_they_were() {
         .unwrap_or_else(|e| panic!("{wanted} is on no pod, yet: {e}"));
 }
 
-/// The MACs of a pod created with `generateName` stay recorded without a name (the mutating
-/// phase, which allocates, never sees the generated name; the validating phase, which does,
-/// records nothing), and a nameless record matches every pod whose name starts with the prefix:
-/// an unrelated pod named `web-server` may take the MAC of `web-x7k2p` (two pods with one MAC).
+/// The MACs of a pod created with `generateName` are claimed under a claim token the mutation
+/// writes into the pod (the mutating phase does not know the generated name), and bound to the
+/// generated name and uid by the validating phase: an unrelated pod named `web-server` is never
+/// taken for `web-x7k2p`, and is told who holds the MAC.
 #[tokio::test]
-#[ignore = "issue 10 (MAC claims) fixes it: a generateName pod's MACs are held by a nameless record any pod named <prefix>... matches"]
 async fn generate_name_pod_macs_are_not_free_for_other_pods_of_that_prefix() {
     let Some((cluster, _)) =
         setup("generate_name_pod_macs_are_not_free_for_other_pods_of_that_prefix").await

@@ -4,7 +4,11 @@
 mod webhook_support;
 
 use axum::body::Body;
-use hotnic::allocator::{InMemoryAllocator, MacRange};
+use hotnic::allocator::{
+    AllocError, AllocFuture, ClaimError, ClaimRequest, InMemoryAllocator, MacAllocator, MacRange,
+    Owner, Scope,
+};
+use hotnic::model::Mac;
 use hotnic::policy::{Policy, PolicyConfig};
 use hotnic::webhook::metrics::Metrics;
 use hotnic::webhook::routes::{AppState, router};
@@ -151,35 +155,45 @@ struct Gated {
     ready: std::sync::atomic::AtomicBool,
 }
 
-impl hotnic::allocator::MacAllocator for Gated {
+impl MacAllocator for Gated {
     fn range(&self) -> MacRange {
         self.inner.range()
     }
-    fn allocate(
+    fn candidate(
         &self,
-        owner: &hotnic::allocator::Owner,
-        taken: &dyn Fn(hotnic::model::Mac) -> bool,
-        dry_run: bool,
-    ) -> Result<hotnic::model::Mac, hotnic::allocator::AllocError> {
-        self.inner.allocate(owner, taken, dry_run)
+        scope: &Scope,
+        taken: &dyn Fn(Mac) -> bool,
+        dry: bool,
+    ) -> Result<Mac, AllocError> {
+        self.inner.candidate(scope, taken, dry)
     }
-    fn claim(
-        &self,
-        owner: &hotnic::allocator::Owner,
-        mac: hotnic::model::Mac,
-        dry_run: bool,
-    ) -> Result<(), hotnic::allocator::Conflict> {
-        self.inner.claim(owner, mac, dry_run)
+    fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool {
+        self.inner.held_by_other(owner, scope, mac)
     }
-    fn release(&self, owner: &hotnic::allocator::Owner, mac: hotnic::model::Mac, dry_run: bool) {
-        self.inner.release(owner, mac, dry_run)
+    fn holder<'a>(
+        &'a self,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<Option<Owner>, AllocError>> {
+        self.inner.holder(scope, mac)
     }
-    fn held_by_other(
-        &self,
-        owner: &hotnic::allocator::Owner,
-        mac: hotnic::model::Mac,
-    ) -> Option<hotnic::allocator::Owner> {
-        self.inner.held_by_other(owner, mac)
+    fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
+        self.inner.claim(req)
+    }
+    fn bind<'a>(
+        &'a self,
+        owner: &'a Owner,
+        keys: &'a [(Scope, Mac)],
+    ) -> AllocFuture<'a, Result<(), AllocError>> {
+        self.inner.bind(owner, keys)
+    }
+    fn release<'a>(
+        &'a self,
+        owner: &'a Owner,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<bool, AllocError>> {
+        self.inner.release(owner, scope, mac)
     }
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)

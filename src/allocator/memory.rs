@@ -1,6 +1,12 @@
-//! An allocator that lives in one process's memory.
+//! An allocator that lives in one process's memory: `hotnic check`, `kubectl hotnic`,
+//! `hotnic webhook --allocator memory` (the `--dev` default) and tests. Nothing is shared between
+//! processes and nothing survives a restart; nothing is released unless [`MacAllocator::release`]
+//! is called (the webhook does not observe deletions in this mode).
 
-use super::{AllocError, Conflict, MacAllocator, MacRange, Owner};
+use super::{
+    AllocError, AllocFuture, ClaimError, ClaimRequest, MacAllocator, MacRange, Owner, Scope,
+    ScopeMode,
+};
 use crate::model::Mac;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,13 +16,15 @@ use std::sync::Mutex;
 #[derive(Debug)]
 pub struct InMemoryAllocator {
     range: MacRange,
+    mode: ScopeMode,
     state: Mutex<State>,
 }
 
 #[derive(Debug)]
 struct State {
     cursor: u64,
-    held: HashMap<Mac, Owner>,
+    held: HashMap<(Scope, Mac), Owner>,
+    in_range: usize,
 }
 
 impl InMemoryAllocator {
@@ -30,11 +38,19 @@ impl InMemoryAllocator {
     pub fn with_cursor(range: MacRange, start: u64) -> Self {
         InMemoryAllocator {
             range,
+            mode: ScopeMode::Cluster,
             state: Mutex::new(State {
                 cursor: start,
                 held: HashMap::new(),
+                in_range: 0,
             }),
         }
+    }
+
+    /// The same allocator with NICs scoped by `mode`.
+    pub fn with_scope_mode(mut self, mode: ScopeMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -48,97 +64,135 @@ impl MacAllocator for InMemoryAllocator {
         self.range
     }
 
-    fn allocate(
+    fn scope_mode(&self) -> ScopeMode {
+        self.mode
+    }
+
+    fn candidate(
         &self,
-        owner: &Owner,
+        scope: &Scope,
         taken: &dyn Fn(Mac) -> bool,
         dry_run: bool,
     ) -> Result<Mac, AllocError> {
         let mut st = self.lock();
-        let start = self.range.start().to_u64();
-        let mut candidate = st.cursor;
-        let mut wrapped = false;
-        loop {
-            match self.range.next_usable(candidate) {
-                Some(v) => {
-                    if wrapped && v >= st.cursor {
-                        return Err(AllocError::Exhausted(self.range));
-                    }
-                    let mac = Mac::from_u64(v);
-                    if !st.held.contains_key(&mac) && !taken(mac) {
-                        if !dry_run {
-                            st.held.insert(mac, owner.clone());
-                            st.cursor = v + 1;
-                        }
-                        return Ok(mac);
-                    }
-                    candidate = v + 1;
-                }
-                None if wrapped => return Err(AllocError::Exhausted(self.range)),
-                None => {
-                    wrapped = true;
-                    candidate = start;
-                }
-            }
+        let v = self
+            .range
+            .next_fit(st.cursor, |v| {
+                let mac = Mac::from_u64(v);
+                st.held.contains_key(&(scope.clone(), mac)) || taken(mac)
+            })
+            .ok_or(AllocError::Exhausted(self.range))?;
+        if !dry_run {
+            st.cursor = v + 1;
         }
+        Ok(Mac::from_u64(v))
     }
 
-    fn claim(&self, owner: &Owner, mac: Mac, dry_run: bool) -> Result<(), Conflict> {
+    fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool {
+        self.lock()
+            .held
+            .get(&(scope.clone(), mac))
+            .is_some_and(|h| !h.same_object(owner))
+    }
+
+    fn holder<'a>(
+        &'a self,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<Option<Owner>, AllocError>> {
+        let found = self.lock().held.get(&(scope.clone(), mac)).cloned();
+        Box::pin(std::future::ready(Ok(found)))
+    }
+
+    fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
         let mut st = self.lock();
-        match st.held.get(&mac) {
-            Some(holder) if !holder.same_object(owner) => Err(Conflict {
-                mac,
-                holder: holder.clone(),
+        let key = (req.scope.clone(), req.mac);
+        let result = match st.held.get_mut(&key) {
+            Some(holder) if !holder.same_object(req.owner) => Err(ClaimError::Conflict {
+                mac: req.mac,
+                holder: Box::new(holder.clone()),
             }),
             Some(holder) => {
-                // Adopt a nameless (generateName) record once the object has its name.
-                if holder.name.is_none() && owner.name.is_some() && !dry_run {
-                    st.held.insert(mac, owner.clone());
+                if !req.dry_run {
+                    // The same object, now known better (a name, a new incarnation's uid).
+                    let token = holder.token.take().or_else(|| req.owner.token.clone());
+                    *holder = Owner {
+                        token,
+                        ..req.owner.clone()
+                    };
                 }
                 Ok(())
             }
             None => {
-                if !dry_run {
-                    st.held.insert(mac, owner.clone());
+                if !req.dry_run {
+                    st.held.insert(key, req.owner.clone());
+                    if self.range.contains(req.mac) {
+                        st.in_range += 1;
+                    }
                 }
                 Ok(())
             }
-        }
+        };
+        Box::pin(std::future::ready(result))
     }
 
-    fn release(&self, owner: &Owner, mac: Mac, dry_run: bool) {
-        if dry_run {
-            return;
-        }
+    fn bind<'a>(
+        &'a self,
+        owner: &'a Owner,
+        keys: &'a [(Scope, Mac)],
+    ) -> AllocFuture<'a, Result<(), AllocError>> {
         let mut st = self.lock();
-        if st.held.get(&mac).is_some_and(|h| h.same_object(owner)) {
-            st.held.remove(&mac);
+        for key in keys {
+            if let Some(h) = st.held.get_mut(key)
+                && h.token.is_some()
+                && h.token == owner.token
+            {
+                h.name = owner.name.clone();
+                h.uid = owner.uid.clone();
+            }
         }
+        Box::pin(std::future::ready(Ok(())))
     }
 
-    fn held_by_other(&self, owner: &Owner, mac: Mac) -> Option<Owner> {
-        self.lock()
-            .held
-            .get(&mac)
-            .filter(|h| !h.same_object(owner))
-            .cloned()
+    fn release<'a>(
+        &'a self,
+        owner: &'a Owner,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<bool, AllocError>> {
+        let mut st = self.lock();
+        let key = (scope.clone(), mac);
+        let gone = st.held.get(&key).is_some_and(|h| h.same_object(owner));
+        if gone {
+            st.held.remove(&key);
+            if self.range.contains(mac) {
+                st.in_range -= 1;
+            }
+        }
+        Box::pin(std::future::ready(Ok(gone)))
     }
 
     fn held(&self) -> usize {
         self.lock().held.len()
+    }
+
+    fn held_in_range(&self) -> usize {
+        self.lock().in_range
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     fn pod(name: &str) -> Owner {
         Owner {
             kind: "Pod".into(),
+            resource: "pods".into(),
             namespace: "demo".into(),
             name: Some(name.into()),
-            generate_name: None,
+            ..Owner::default()
         }
     }
 
@@ -146,21 +200,44 @@ mod tests {
         "02:00:00:00:00:01-02:00:00:00:00:04".parse().unwrap()
     }
 
+    fn claim(a: &InMemoryAllocator, owner: &Owner, mac: Mac) -> Result<(), ClaimError> {
+        a.claim(ClaimRequest {
+            owner,
+            scope: &Scope::Cluster,
+            mac,
+            nic: "eth1",
+            dry_run: false,
+        })
+        .now_or_never()
+        .unwrap()
+    }
+
+    fn allocate(a: &InMemoryAllocator, owner: &Owner) -> Result<Mac, AllocError> {
+        let m = a.candidate(&Scope::Cluster, &|_| false, false)?;
+        claim(a, owner, m).unwrap();
+        Ok(m)
+    }
+
     #[test]
     fn next_fit_does_not_reuse_a_released_mac_at_once() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
-        let m1 = a.allocate(&pod("a"), &|_| false, false).unwrap();
+        let m1 = allocate(&a, &pod("a")).unwrap();
         assert_eq!(m1.to_string(), "02:00:00:00:00:01");
-        a.release(&pod("a"), m1, false);
-        let m2 = a.allocate(&pod("b"), &|_| false, false).unwrap();
+        assert!(
+            a.release(&pod("a"), &Scope::Cluster, m1)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        );
+        let m2 = allocate(&a, &pod("b")).unwrap();
         assert_eq!(m2.to_string(), "02:00:00:00:00:02");
     }
 
     #[test]
     fn dry_run_reserves_nothing_and_keeps_the_cursor() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
-        let d = a.allocate(&pod("a"), &|_| false, true).unwrap();
-        let r = a.allocate(&pod("a"), &|_| false, false).unwrap();
+        let d = a.candidate(&Scope::Cluster, &|_| false, true).unwrap();
+        let r = allocate(&a, &pod("a")).unwrap();
         assert_eq!(d, r);
         assert_eq!(a.held(), 1);
     }
@@ -169,11 +246,7 @@ mod tests {
     fn exhausts_and_wraps() {
         let a = InMemoryAllocator::with_cursor(small(), 0x0200_0000_0003);
         let got: Vec<_> = (0..4)
-            .map(|_| {
-                a.allocate(&pod("a"), &|_| false, false)
-                    .unwrap()
-                    .to_string()
-            })
+            .map(|_| allocate(&a, &pod("a")).unwrap().to_string())
             .collect();
         assert_eq!(
             got,
@@ -185,35 +258,65 @@ mod tests {
             ]
         );
         assert!(matches!(
-            a.allocate(&pod("a"), &|_| false, false),
+            a.candidate(&Scope::Cluster, &|_| false, false),
             Err(AllocError::Exhausted(_))
         ));
     }
 
     #[test]
-    fn skips_taken_and_claims_conflict() {
+    fn claims_conflict_with_other_objects_only() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
         let first: Mac = "02:00:00:00:00:01".parse().unwrap();
-        let m = a.allocate(&pod("a"), &|m| m == first, false).unwrap();
+        let m = a
+            .candidate(&Scope::Cluster, &|m| m == first, false)
+            .unwrap();
         assert_eq!(m.to_string(), "02:00:00:00:00:02");
-        assert!(a.claim(&pod("b"), m, false).is_err());
-        assert!(a.claim(&pod("a"), m, false).is_ok());
-        assert_eq!(a.held_by_other(&pod("b"), m), Some(pod("a")));
-        assert_eq!(a.held_by_other(&pod("a"), m), None);
+        claim(&a, &pod("a"), m).unwrap();
+        assert!(matches!(
+            claim(&a, &pod("b"), m),
+            Err(ClaimError::Conflict { holder, .. }) if *holder == pod("a")
+        ));
+        claim(&a, &pod("a"), m).unwrap();
+        assert!(a.held_by_other(&pod("b"), &Scope::Cluster, m));
+        assert!(!a.held_by_other(&pod("a"), &Scope::Cluster, m));
+        // Releasing someone else's claim does nothing.
+        assert!(
+            !a.release(&pod("b"), &Scope::Cluster, m)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        );
     }
 
     #[test]
-    fn generate_name_record_is_adopted_by_the_named_object() {
+    fn a_nameless_claim_is_bound_by_its_token_not_by_a_prefix() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
         let pending = Owner {
             name: None,
-            generate_name: Some("gen-".into()),
+            generate_name: Some("web-".into()),
+            token: Some("t1".into()),
             ..pod("x")
         };
-        let m = a.allocate(&pending, &|_| false, false).unwrap();
-        assert_eq!(a.held_by_other(&pod("gen-k4sks"), m), None);
-        assert!(a.held_by_other(&pod("other"), m).is_some());
-        a.claim(&pod("gen-k4sks"), m, false).unwrap();
-        assert!(a.held_by_other(&pod("gen-zzzzz"), m).is_some());
+        let m = allocate(&a, &pending).unwrap();
+        assert!(a.held_by_other(&pod("web-server"), &Scope::Cluster, m));
+        let named = Owner {
+            name: Some("web-k4sks".into()),
+            uid: Some("u1".into()),
+            ..pending.clone()
+        };
+        assert!(!a.held_by_other(&named, &Scope::Cluster, m));
+        a.bind(&named, &[(Scope::Cluster, m)])
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        let holder = a
+            .holder(&Scope::Cluster, m)
+            .now_or_never()
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(holder.name.as_deref(), Some("web-k4sks"));
+        assert!(a.held_by_other(&pod("web-zzzzz"), &Scope::Cluster, m));
+        assert!(!a.held_by_other(&pod("web-k4sks"), &Scope::Cluster, m));
     }
 }

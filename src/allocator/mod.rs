@@ -1,49 +1,151 @@
-//! MAC allocation: the range hotnic allocates from and the allocator trait.
+//! MAC allocation: the range hotnic allocates from, what a MAC is unique in ([`Scope`]), who holds
+//! one ([`Owner`]), and the allocator trait with its in-process implementation.
+//!
+//! A MAC is **claimed** for an owner: the claim is the lock. [`InMemoryAllocator`] keeps claims in
+//! one process (`hotnic check`, `kubectl hotnic`, `hotnic webhook --dev`, tests);
+//! [`crate::claims::KubeAllocator`] keeps them as `MACAddress` objects in the API server, where
+//! create-if-absent on the object's name makes them cluster-wide. The policy only ever claims;
+//! claims are released where the owner's deletion or the NIC's unplug is observed (the repair loop
+//! in [`crate::claims`]), never while admitting a request that a later phase may still deny.
 
+pub mod index;
 mod memory;
 mod range;
 
+pub use index::ClaimIndex;
 pub use memory::InMemoryAllocator;
 pub use range::{MacRange, RangeError};
 
-use crate::model::Mac;
+use crate::model::{Mac, NetworkRef, Nic};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 
-/// The object a MAC is held by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    /// `Pod`, `VirtualMachine`, `VirtualMachineInstance`.
-    pub kind: String,
-    /// Namespace.
-    pub namespace: String,
-    /// Name; `None` while a pod created with `generateName` has none yet.
-    pub name: Option<String>,
-    /// `metadata.generateName`, if any.
-    pub generate_name: Option<String>,
+/// Where a MAC must be unique: in the whole cluster, or on one network (an L2 domain).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Unique in the cluster.
+    Cluster,
+    /// Unique among the NICs attached to this network.
+    Network(NetworkRef),
 }
 
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scope::Cluster => f.write_str("the cluster"),
+            Scope::Network(n) => write!(f, "network {n}"),
+        }
+    }
+}
+
+/// How NICs map to [`Scope`]s (`--mac-scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ScopeMode {
+    /// One scope: every MAC is unique in the cluster.
+    #[default]
+    Cluster,
+    /// A NIC's MAC is unique on its network (Multus network, KubeVirt `multus.networkName`,
+    /// Arktos subnet); NICs that name no network share the cluster scope.
+    Network,
+}
+
+impl ScopeMode {
+    /// The scope of a NIC.
+    pub fn scope_of(&self, nic: &Nic) -> Scope {
+        match (self, &nic.network) {
+            (ScopeMode::Network, Some(n)) => Scope::Network(n.clone()),
+            _ => Scope::Cluster,
+        }
+    }
+
+    /// `cluster` or `network`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ScopeMode::Cluster => "cluster",
+            ScopeMode::Network => "network",
+        }
+    }
+}
+
+/// The object a MAC is held by.
+///
+/// A CREATE's mutating phase does not know the object's uid, and with `generateName` not its name
+/// either; such a claim carries a random `token` that the mutation also writes into the object
+/// (annotation [`CLAIM_TOKEN`]), so the object is recognised later (reinvocation, the validating
+/// phase, the repair loop) and no other object of the same prefix is mistaken for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Owner {
+    /// API group (`""` for core, `kubevirt.io`).
+    pub group: String,
+    /// Kind (`Pod`, `VirtualMachine`, `VirtualMachineInstance`).
+    pub kind: String,
+    /// Resource (`pods`, `virtualmachines`, `virtualmachineinstances`).
+    pub resource: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Name; `None` while an object created with `generateName` has none yet.
+    pub name: Option<String>,
+    /// `metadata.generateName`, if any (for messages).
+    pub generate_name: Option<String>,
+    /// `metadata.uid`, once known.
+    pub uid: Option<String>,
+    /// The claim token of a nameless create (see above).
+    pub token: Option<String>,
+}
+
+/// The annotation carrying the claim token of an object created without a name.
+pub const CLAIM_TOKEN: &str = "hotnic.io/claim-token";
+
 impl Owner {
-    /// Whether `other` is the same object, allowing a nameless (generateName) record to match its
-    /// later named self.
+    /// Whether `other` is the same object: the same claim token (one create request), or the
+    /// same group, resource, namespace and name. A uid that differs under the same name is an
+    /// older incarnation of the object, which the allocator takes over.
     pub fn same_object(&self, other: &Owner) -> bool {
-        if self.kind != other.kind || self.namespace != other.namespace {
+        if self.group != other.group
+            || self.resource != other.resource
+            || self.namespace != other.namespace
+        {
             return false;
         }
-        match (&self.name, &other.name) {
-            (Some(a), Some(b)) => a == b,
-            (None, Some(n)) => self
-                .generate_name
-                .as_deref()
-                .is_some_and(|g| n.starts_with(g)),
-            (Some(n), None) => other
-                .generate_name
-                .as_deref()
-                .is_some_and(|g| n.starts_with(g)),
-            // Two nameless records of one generateName cannot be told apart: treat them as one.
-            (None, None) => {
-                self.generate_name.is_some() && self.generate_name == other.generate_name
-            }
+        if let (Some(a), Some(b)) = (&self.token, &other.token)
+            && a == b
+        {
+            return true;
         }
+        matches!((&self.name, &other.name), (Some(a), Some(b)) if a == b)
+    }
+
+    /// The identities this owner is known by, as 64-bit fingerprints (by name, by token): a claim
+    /// is this owner's when its [`Owner::fingerprint`] is one of them.
+    pub fn identities(&self) -> [Option<u64>; 2] {
+        [
+            self.name.as_deref().map(|n| self.fp("name", n)),
+            self.token.as_deref().map(|t| self.fp("token", t)),
+        ]
+    }
+
+    /// The identity a claim of this owner is stored under: its name once known, else its token.
+    pub fn fingerprint(&self) -> u64 {
+        match (&self.name, &self.token) {
+            (Some(n), _) => self.fp("name", n),
+            (None, Some(t)) => self.fp("token", t),
+            (None, None) => self.fp("none", ""),
+        }
+    }
+
+    fn fp(&self, what: &str, id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        (
+            what,
+            self.group.as_str(),
+            self.resource.as_str(),
+            self.namespace.as_str(),
+            id,
+        )
+            .hash(&mut h);
+        h.finish()
     }
 }
 
@@ -51,65 +153,186 @@ impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.name, &self.generate_name) {
             (Some(n), _) => write!(f, "{} {}/{}", self.kind, self.namespace, n),
-            (None, Some(g)) => write!(f, "{} {}/{}*", self.kind, self.namespace, g),
-            (None, None) => write!(f, "{} {}/<unnamed>", self.kind, self.namespace),
+            (None, Some(g)) => write!(f, "{} {}/{}… (being created)", self.kind, self.namespace, g),
+            (None, None) => write!(f, "{} {}/<being created>", self.kind, self.namespace),
         }
     }
 }
 
-/// Why an allocation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why no MAC could be handed out.
+#[derive(Debug, thiserror::Error)]
 pub enum AllocError {
-    /// Every address of the range is in use.
+    /// Every address of the range is in use (in the scope asked for).
     #[error("no free MAC address left in {0}")]
     Exhausted(MacRange),
-    /// The allocator is not ready (e.g. its cluster view is not synced yet).
-    #[error("the MAC allocator is not ready yet; retry shortly")]
+    /// The allocator is not ready (its view of the claims is not synced yet).
+    #[error("the MAC allocator is not ready yet (its claims are not synced); retry shortly")]
     NotReady,
+    /// Too many networks for network-scoped claims (65,535 at most).
+    #[error("more than 65,535 networks hold network-scoped MAC claims")]
+    TooManyScopes,
+    /// The claim store (the API server) failed or did not answer in time.
+    #[error("the MAC claims could not be {action}")]
+    Store {
+        /// What was being done (`written`, `read`).
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-/// A MAC held by another object.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{mac} is already used by {holder}")]
-pub struct Conflict {
+/// Why a claim was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// Another object holds the MAC in this scope.
+    #[error("{mac} is already used by {holder}")]
+    Conflict {
+        /// The MAC.
+        mac: Mac,
+        /// Who holds it.
+        holder: Box<Owner>,
+    },
+    /// The allocator failed.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+}
+
+/// One claim to make: `mac` in `scope` for `owner`'s NIC `nic`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimRequest<'a> {
+    /// Who will hold it.
+    pub owner: &'a Owner,
+    /// Where it must be unique.
+    pub scope: &'a Scope,
     /// The MAC.
     pub mac: Mac,
-    /// Who holds it.
-    pub holder: Owner,
+    /// The NIC's name (for the record).
+    pub nic: &'a str,
+    /// Decide as for real, write nothing.
+    pub dry_run: bool,
 }
 
-/// Hands out MACs that are unique across everything the allocator knows.
+/// A boxed future the allocator returns (object-safe async).
+pub type AllocFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Hands out MACs and keeps claims on them.
 ///
-/// Implementations: [`InMemoryAllocator`] (one process); a cluster-wide one shares its state
-/// through the API server. With `dry_run` no method changes any state.
+/// Implementations: [`InMemoryAllocator`] (one process; its futures are ready at once) and
+/// [`crate::claims::KubeAllocator`] (`MACAddress` objects; the futures do API calls). With
+/// `dry_run` no method changes any state.
 pub trait MacAllocator: Send + Sync {
     /// The range new MACs come from.
     fn range(&self) -> MacRange;
 
-    /// Picks a free MAC from the range that `taken` does not reject, and reserves it for `owner`
-    /// unless `dry_run`.
-    fn allocate(
+    /// How NICs map to scopes.
+    fn scope_mode(&self) -> ScopeMode {
+        ScopeMode::Cluster
+    }
+
+    /// A candidate for a new MAC in `scope`: the next address after the cursor (next-fit from a
+    /// random start) that the allocator does not know to be claimed and `taken` does not reject.
+    /// Unless `dry_run`, the cursor moves past it, so concurrent requests get distinct candidates.
+    /// Only a [`MacAllocator::claim`] makes it the requester's.
+    fn candidate(
         &self,
-        owner: &Owner,
+        scope: &Scope,
         taken: &dyn Fn(Mac) -> bool,
         dry_run: bool,
     ) -> Result<Mac, AllocError>;
 
-    /// Records that `owner` uses `mac` (chosen by the user, or kept from before). Fails if another
-    /// object holds it. Records nothing with `dry_run`.
-    fn claim(&self, owner: &Owner, mac: Mac, dry_run: bool) -> Result<(), Conflict>;
+    /// Whether, as far as the allocator knows now (its cache), an object other than `owner` holds
+    /// `mac` in `scope`. Cheap; [`MacAllocator::holder`] tells who.
+    fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool;
 
-    /// Frees `mac` if `owner` holds it. Does nothing with `dry_run`.
-    fn release(&self, owner: &Owner, mac: Mac, dry_run: bool);
+    /// Who holds `mac` in `scope`, if anyone (asks the store when the cache is not enough).
+    fn holder<'a>(
+        &'a self,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<Option<Owner>, AllocError>>;
 
-    /// The other object holding `mac`, if any.
-    fn held_by_other(&self, owner: &Owner, mac: Mac) -> Option<Owner>;
+    /// Claims `req.mac` in `req.scope` for `req.owner` (create-if-absent). Succeeds when it was
+    /// free or is already this owner's; fails with [`ClaimError::Conflict`] when another object
+    /// holds it. With `dry_run` it only checks.
+    fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>>;
+
+    /// Binds the claims `keys` made for a nameless owner (by its token) to the name and uid it
+    /// now has (`owner` carries all three).
+    fn bind<'a>(
+        &'a self,
+        owner: &'a Owner,
+        keys: &'a [(Scope, Mac)],
+    ) -> AllocFuture<'a, Result<(), AllocError>>;
+
+    /// Frees `mac` in `scope` if `owner` holds it; whether it did. The admission policy never
+    /// calls this (see the module docs).
+    fn release<'a>(
+        &'a self,
+        owner: &'a Owner,
+        scope: &'a Scope,
+        mac: Mac,
+    ) -> AllocFuture<'a, Result<bool, AllocError>>;
 
     /// Whether it can serve requests (a cluster-wide allocator must sync first).
     fn is_ready(&self) -> bool {
         true
     }
 
-    /// How many MACs it holds now.
+    /// How many claims it knows of.
     fn held(&self) -> usize;
+
+    /// How many of them lie in [`MacRange`] (for the usage metric).
+    fn held_in_range(&self) -> usize {
+        self.held()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: Option<&str>, token: Option<&str>) -> Owner {
+        Owner {
+            group: String::new(),
+            kind: "Pod".into(),
+            resource: "pods".into(),
+            namespace: "demo".into(),
+            name: name.map(str::to_string),
+            generate_name: Some("web-".into()),
+            uid: None,
+            token: token.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn same_object_by_token_or_name_never_by_prefix() {
+        let pending = pod(None, Some("t1"));
+        let bound = pod(Some("web-x7k2p"), Some("t1"));
+        assert!(pending.same_object(&bound) && bound.same_object(&pending));
+        // Another pod of the same prefix, named or being created, is another object.
+        assert!(!pending.same_object(&pod(Some("web-server"), None)));
+        assert!(!pending.same_object(&pod(None, Some("t2"))));
+        assert!(!pending.same_object(&pod(None, None)));
+        assert!(bound.same_object(&pod(Some("web-x7k2p"), None)));
+        let mut vm = bound.clone();
+        vm.group = "kubevirt.io".into();
+        vm.resource = "virtualmachines".into();
+        assert!(!vm.same_object(&bound));
+    }
+
+    #[test]
+    fn fingerprints_follow_same_object() {
+        let pending = pod(None, Some("t1"));
+        let bound = pod(Some("web-x7k2p"), Some("t1"));
+        let named = pod(Some("web-x7k2p"), None);
+        // A claim stored under the token is found by the object once it has a name.
+        assert!(bound.identities().contains(&Some(pending.fingerprint())));
+        assert!(named.identities().contains(&Some(bound.fingerprint())));
+        assert!(
+            !pod(Some("web-server"), None)
+                .identities()
+                .contains(&Some(pending.fingerprint()))
+        );
+    }
 }

@@ -105,6 +105,48 @@ impl MacRange {
     }
 }
 
+impl MacRange {
+    /// How many usable addresses the range holds (locally administered unicast, not
+    /// `02:00:00:00:00:00`).
+    pub fn usable_len(&self) -> u64 {
+        let (start, end) = (self.start.to_u64(), self.end.to_u64());
+        let mut n = 0;
+        for first in (start >> 40)..=(end >> 40) {
+            if first & 0x03 != 0x02 {
+                continue;
+            }
+            let lo = start.max(first << 40);
+            let hi = end.min((first << 40) | 0xff_ffff_ffff);
+            n += hi - lo + 1;
+        }
+        if self.contains(Mac::MASQUERADE) {
+            n -= 1;
+        }
+        n
+    }
+
+    /// Next-fit: the first usable address at or after `cursor` that `taken` does not reject,
+    /// going round to the start of the range once. `None`: every usable address is taken.
+    /// Visits each address at most once.
+    pub fn next_fit(&self, cursor: u64, taken: impl Fn(u64) -> bool) -> Option<u64> {
+        let cursor = cursor.clamp(self.start.to_u64(), self.end.to_u64());
+        let mut candidate = cursor;
+        let mut wrapped = false;
+        loop {
+            match self.next_usable(candidate) {
+                Some(v) if wrapped && v >= cursor => return None,
+                Some(v) if !taken(v) => return Some(v),
+                Some(v) => candidate = v + 1,
+                None if wrapped => return None,
+                None => {
+                    wrapped = true;
+                    candidate = self.start.to_u64();
+                }
+            }
+        }
+    }
+}
+
 impl FromStr for MacRange {
     type Err = RangeError;
 
@@ -159,6 +201,31 @@ mod tests {
                 .is_err()
         );
         assert!("nonsense".parse::<MacRange>().is_err());
+    }
+
+    #[test]
+    fn usable_len_counts_locally_administered_unicast_only() {
+        assert_eq!(MacRange::default_range().usable_len(), (1 << 40) - 1);
+        let small: MacRange = "02:00:00:00:00:01-02:00:00:00:00:10".parse().unwrap();
+        assert_eq!(small.usable_len(), 16);
+        let wide: MacRange = "00:00:00:00:00:00-06:00:00:00:00:05".parse().unwrap();
+        assert_eq!(wide.usable_len(), (1 << 40) - 1 + 6);
+    }
+
+    #[test]
+    fn next_fit_wraps_once_and_reports_exhaustion() {
+        let r: MacRange = "02:00:00:00:00:01-02:00:00:00:00:04".parse().unwrap();
+        assert_eq!(
+            r.next_fit(0x0200_0000_0003, |_| false),
+            Some(0x0200_0000_0003)
+        );
+        assert_eq!(
+            r.next_fit(0x0200_0000_0003, |v| v >= 0x0200_0000_0003),
+            Some(0x0200_0000_0001)
+        );
+        assert_eq!(r.next_fit(0x0200_0000_0002, |_| true), None);
+        // A cursor outside the range is clamped into it.
+        assert_eq!(r.next_fit(u64::MAX, |_| false), Some(0x0200_0000_0004));
     }
 
     #[test]

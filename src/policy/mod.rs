@@ -1,18 +1,27 @@
 //! The admission policy: mutations (MAC injection, capacity default) and rules, over the NIC model.
 //!
-//! Pure: no I/O. The webhook server, `hotnic check` and tests all call [`Policy::mutate`] and
-//! [`Policy::validate`].
+//! The rules and the mutations are pure. The one effect is the allocator's: the mutating phase
+//! claims the MACs it assigns or is given (for new NICs), and the validating phase binds the claims
+//! of an object created with `generateName` to the name it got; neither ever releases a MAC (that
+//! happens where deletions and unplugs are observed, see [`crate::claims`]). The webhook awaits
+//! [`Policy::mutate_async`] and [`Policy::validate_async`] (a cluster-wide allocator writes to the
+//! API server); `hotnic check`, `kubectl hotnic` and tests call [`Policy::mutate`] and
+//! [`Policy::validate`] with an allocator that answers at once.
 
 mod cause;
+mod claim;
 mod mutate;
 mod rules;
 
 pub use cause::Cause;
+pub use claim::ClaimStats;
 
-use crate::allocator::{MacAllocator, MacRange, Owner};
+use crate::allocator::{CLAIM_TOKEN, MacAllocator, MacRange, Owner};
 use crate::dialect;
 use crate::model::{Rule, Workload};
+use futures::FutureExt;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Policy settings.
@@ -210,8 +219,17 @@ struct Subject {
     new: Workload,
     old: Option<Workload>,
     owner: Owner,
-    /// VMIs owned by a VirtualMachine: validated, never mutated.
+    /// VMIs owned by a VirtualMachine: validated, never mutated, claim nothing (the VM holds the
+    /// MACs).
     inherits_macs: bool,
+}
+
+/// A string in an object's `metadata`.
+fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.get("metadata")?
+        .get(key)?
+        .as_str()
+        .filter(|s| !s.is_empty())
 }
 
 impl Policy {
@@ -238,37 +256,6 @@ impl Policy {
         &self.config
     }
 
-    /// Releases the MACs of a deleted object (not on dry-run, not for VMIs that carry a VM's).
-    fn forget(&self, req: &Request<'_>) {
-        let Some(old) = req.old_object.filter(|_| !req.dry_run) else {
-            return;
-        };
-        let Ok(d) = dialect::detect(req.group, req.kind, old, None) else {
-            return;
-        };
-        if dialect::owned_by_vm(old) {
-            return;
-        }
-        let meta = |k: &str| {
-            old.get("metadata")
-                .and_then(|m| m.get(k))
-                .and_then(Value::as_str)
-        };
-        let owner = Owner {
-            kind: req.kind.to_string(),
-            namespace: req.namespace.to_string(),
-            name: req.name.or_else(|| meta("name")).map(str::to_string),
-            generate_name: meta("generateName").map(str::to_string),
-        };
-        for mac in dialect::read(d, old, req.namespace)
-            .nics
-            .iter()
-            .filter_map(|n| n.parsed_mac())
-        {
-            self.allocator.release(&owner, mac, false);
-        }
-    }
-
     /// Reads the request's objects, or says why the request is none of hotnic's business.
     fn subject(req: &Request<'_>) -> Result<Subject, Option<String>> {
         if !matches!(req.operation, Operation::Create | Operation::Update) {
@@ -283,13 +270,27 @@ impl Policy {
         {
             return Err(None);
         }
-        let meta = req.object.get("metadata");
-        let text = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let objects = || std::iter::once(req.object).chain(req.old_object);
+        let first = |key: &str| objects().find_map(|o| meta_str(o, key)).map(str::to_string);
+        let token = objects()
+            .find_map(|o| dialect::annotations::get(o, CLAIM_TOKEN)?.as_str())
+            .filter(|t| !t.is_empty())
+            .map(str::to_string);
         let owner = Owner {
+            group: req.group.to_string(),
             kind: req.kind.to_string(),
+            resource: dialect::Kind::of(req.group, req.kind)
+                .map_or("", |k| k.resource())
+                .to_string(),
             namespace: req.namespace.to_string(),
-            name: req.name.or_else(|| text("name")).map(str::to_string),
-            generate_name: text("generateName").map(str::to_string),
+            name: req
+                .name
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .or_else(|| first("name")),
+            generate_name: first("generateName"),
+            uid: first("uid"),
+            token,
         };
         Ok(Subject {
             inherits_macs: dialect::owned_by_vm(req.object),
@@ -299,33 +300,74 @@ impl Policy {
         })
     }
 
-    /// Mutates: injects missing MACs (keeping the old ones across updates) and defaults the
-    /// interface capacity. Denies only when the object cannot be mutated safely.
-    pub fn mutate(&self, req: &Request<'_>) -> Outcome {
-        let subject = match Self::subject(req) {
-            Ok(s) => s,
-            Err(warning) => return Outcome::allow(warning.into_iter().collect()),
-        };
-        mutate::run(self, req, &subject)
+    /// Mutates: injects missing MACs (keeping the old ones across updates), claims the MACs of
+    /// new NICs, and defaults the interface capacity. Denies only when the object cannot be
+    /// mutated safely (malformed, a given MAC held by another object, no MAC to be had).
+    pub async fn mutate_async(&self, req: &Request<'_>) -> Outcome {
+        self.mutate_with_stats(req).await.0
     }
 
-    /// Validates: runs every rule and denies with all causes found. A DELETE (with its
-    /// `old_object`) is always allowed and frees the object's MACs in the allocator.
-    pub fn validate(&self, req: &Request<'_>) -> Outcome {
+    /// [`Policy::mutate_async`], with what claiming took.
+    pub async fn mutate_with_stats(&self, req: &Request<'_>) -> (Outcome, ClaimStats) {
+        let mut subject = match Self::subject(req) {
+            Ok(s) => s,
+            Err(warning) => {
+                return (
+                    Outcome::allow(warning.into_iter().collect()),
+                    ClaimStats::default(),
+                );
+            }
+        };
+        let mut plan = match mutate::prepare(self, req, &mut subject) {
+            Ok(plan) => plan,
+            Err(outcome) => return (outcome, ClaimStats::default()),
+        };
+        // Claims are made only for requests the validating phase will admit: one it will deny
+        // gets its answer (with free-looking MACs) and claims nothing.
+        if let Some(doomed) = claim::doomed(self, req, &subject, &plan) {
+            return (doomed, ClaimStats::default());
+        }
+        let stats = match claim::claim_all(self, req, &subject, &mut plan).await {
+            Ok(stats) => stats,
+            Err((denial, stats)) => return (Outcome::Denied(denial), stats),
+        };
+        (mutate::finish(self, req, &subject, plan), stats)
+    }
+
+    /// Validates: runs every rule and denies with all causes found; once allowed, binds the
+    /// claims of an object created with `generateName` to its name and uid. A DELETE is always
+    /// allowed and changes nothing (the MACs are released once the deletion is observed).
+    pub async fn validate_async(&self, req: &Request<'_>) -> Outcome {
         if req.operation == Operation::Delete {
-            self.forget(req);
             return Outcome::allow(Vec::new());
         }
         let subject = match Self::subject(req) {
             Ok(s) => s,
             Err(warning) => return Outcome::allow(warning.into_iter().collect()),
         };
-        let causes = rules::check(self, req, &subject);
+        let held: HashMap<usize, Owner> = claim::held_by_others(self, &subject).await;
+        let causes = rules::check(req, &subject, &held);
         let warnings = rules::warnings(&subject);
-        if causes.is_empty() {
-            Outcome::allow(warnings)
-        } else {
-            Outcome::Denied(Denial::from_causes(causes, warnings))
+        if !causes.is_empty() {
+            return Outcome::Denied(Denial::from_causes(causes, warnings));
         }
+        claim::bind_generated(self, req, &subject).await;
+        Outcome::allow(warnings)
+    }
+
+    /// [`Policy::mutate_async`] for allocators that answer at once (in-memory: `hotnic check`,
+    /// `kubectl hotnic`, tests). With one that would have to wait it denies (500) instead of
+    /// blocking.
+    pub fn mutate(&self, req: &Request<'_>) -> Outcome {
+        self.mutate_async(req)
+            .now_or_never()
+            .unwrap_or_else(claim::would_block)
+    }
+
+    /// [`Policy::validate_async`] for allocators that answer at once (see [`Policy::mutate`]).
+    pub fn validate(&self, req: &Request<'_>) -> Outcome {
+        self.validate_async(req)
+            .now_or_never()
+            .unwrap_or_else(claim::would_block)
     }
 }

@@ -1,49 +1,53 @@
 //! Mutations: MAC injection (keeping MACs stable across updates) and the capacity default.
 
-use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
+use super::{Denial, Operation, Outcome, Policy, Request, Subject, rules};
+use crate::allocator::CLAIM_TOKEN;
 use crate::dialect::{self, PatchBuilder, annotations};
-use crate::model::{MAX_CAPACITY, Mac, Rule, parse_capacity};
+use crate::model::{MAX_CAPACITY, Mac, parse_capacity};
 use std::collections::HashSet;
 
-pub(super) fn run(p: &Policy, req: &Request<'_>, s: &Subject) -> Outcome {
-    let malformed = rules::syntax_errors(&s.new);
-    if !malformed.is_empty() {
-        return Outcome::Denied(Denial::from_causes(malformed, Vec::new()));
-    }
-    if s.inherits_macs {
-        // A VMI of a VirtualMachine carries the VM's MACs and capacity; nothing to add.
-        return Outcome::allow(Vec::new());
-    }
-    let mut patch = PatchBuilder::new(req.object);
-    let mut assigned: Vec<(usize, Mac)> = Vec::new();
-    if let Err(cause) = assign_macs(p, req, s, &mut assigned) {
-        return Outcome::Denied(Denial::from_causes(vec![cause], Vec::new()));
-    }
-    account(p, req, s, &assigned);
-    dialect::write_macs(req.object, &s.new, &assigned, &mut patch);
-    default_capacity(p, req, s, &mut patch);
-    Outcome::Allowed {
-        patch: patch.finish(),
-        warnings: Vec::new(),
-    }
+/// What the mutation will write and claim, before the allocator is asked.
+#[derive(Clone)]
+pub(super) struct Plan {
+    /// MACs to write, by index into the new workload's NICs (kept, normalised, then injected).
+    pub assigned: Vec<(usize, Mac)>,
+    /// NICs that need a new MAC from the range.
+    pub inject: Vec<usize>,
+    /// MACs given on new NICs, to claim for the object: (NIC index, MAC).
+    pub claim: Vec<(usize, Mac)>,
+    /// Every MAC the object (new and old) carries: a new one must differ from all of them.
+    pub taken: HashSet<Mac>,
+    /// A claim token to write into the object (a CREATE without a name).
+    pub token: Option<String>,
 }
 
-/// Chooses a MAC for every NIC without one: its old MAC if the NIC existed before, else (if the NIC
-/// is present) a new one from the allocator. Also normalises user-given MACs to lower-case `:` form.
-fn assign_macs(
-    p: &Policy,
-    req: &Request<'_>,
-    s: &Subject,
-    assigned: &mut Vec<(usize, Mac)>,
-) -> Result<(), Cause> {
+/// Plans the mutation: chooses for every NIC without a MAC its old MAC if the NIC existed
+/// before, else (if the NIC is present) a new one; normalises user-given MACs to lower-case `:`
+/// form; lists the MACs to claim. Malformed objects are denied; VMIs of a VirtualMachine carry
+/// the VM's MACs and are left alone.
+pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result<Plan, Outcome> {
+    let malformed = rules::syntax_errors(&s.new);
+    if !malformed.is_empty() {
+        return Err(Outcome::Denied(Denial::from_causes(malformed, Vec::new())));
+    }
+    if s.inherits_macs {
+        return Err(Outcome::allow(Vec::new()));
+    }
     let old_nics = s.old.iter().flat_map(|o| o.nics.iter());
-    let mut taken: HashSet<Mac> = s
+    let taken: HashSet<Mac> = s
         .new
         .nics
         .iter()
         .chain(old_nics)
         .filter_map(|n| n.parsed_mac())
         .collect();
+    let mut plan = Plan {
+        assigned: Vec::new(),
+        inject: Vec::new(),
+        claim: rules::new_macs(s),
+        taken,
+        token: None,
+    };
     for (i, nic) in s.new.nics.iter().enumerate() {
         if nic.implicit {
             continue;
@@ -52,7 +56,7 @@ fn assign_macs(
             if let Ok(m) = raw.parse::<Mac>()
                 && m.to_string() != *raw
             {
-                assigned.push((i, m));
+                plan.assigned.push((i, m));
             }
             continue;
         }
@@ -61,46 +65,38 @@ fn assign_macs(
             .as_deref()
             .and_then(|n| s.old.as_ref()?.by_name(n))
             .and_then(|o| o.parsed_mac());
-        let mac = match kept {
-            Some(m) => m,
+        match kept {
+            Some(m) => plan.assigned.push((i, m)),
             // A NIC being unplugged gets no new MAC.
-            None if !nic.present => continue,
-            None => p
-                .allocator
-                .allocate(&s.owner, &|m| taken.contains(&m), req.dry_run)
-                .map_err(|e| {
-                    Cause::new(
-                        Rule::Allocation,
-                        nic.mac_path.clone(),
-                        format!("{e}; set a MAC yourself or widen --mac-range"),
-                    )
-                })?,
-        };
-        taken.insert(mac);
-        assigned.push((i, mac));
+            None if !nic.present => {}
+            None => plan.inject.push(i),
+        }
     }
-    Ok(())
+    let claims = !plan.claim.is_empty() || !plan.inject.is_empty();
+    if claims
+        && req.operation == Operation::Create
+        && s.owner.name.is_none()
+        && s.owner.token.is_none()
+    {
+        let token = format!("{:016x}", rand::random::<u64>());
+        s.owner.token = Some(token.clone());
+        plan.token = Some(token);
+    }
+    Ok(plan)
 }
 
-/// Tells the allocator which MACs the object now holds and which it gave up (no-op on dry-run).
-fn account(p: &Policy, req: &Request<'_>, s: &Subject, assigned: &[(usize, Mac)]) {
-    if req.dry_run {
-        return;
+/// Writes the plan (its MACs now claimed) as a patch, with the capacity default.
+pub(super) fn finish(p: &Policy, req: &Request<'_>, s: &Subject, mut plan: Plan) -> Outcome {
+    let mut patch = PatchBuilder::new(req.object);
+    plan.assigned.sort_by_key(|(i, _)| *i);
+    dialect::write_macs(req.object, &s.new, &plan.assigned, &mut patch);
+    if let Some(token) = plan.token {
+        patch.set_annotation(CLAIM_TOKEN, token);
     }
-    let mut now: HashSet<Mac> = assigned.iter().map(|(_, m)| *m).collect();
-    now.extend(s.new.nics.iter().filter_map(|n| n.parsed_mac()));
-    for mac in &now {
-        // A conflict is the validating phase's to report.
-        let _ = p.allocator.claim(&s.owner, *mac, false);
-    }
-    for gone in s
-        .old
-        .iter()
-        .flat_map(|o| o.nics.iter())
-        .filter_map(|n| n.parsed_mac())
-        .filter(|m| !now.contains(m))
-    {
-        p.allocator.release(&s.owner, gone, false);
+    default_capacity(p, req, s, &mut patch);
+    Outcome::Allowed {
+        patch: patch.finish(),
+        warnings: Vec::new(),
     }
 }
 

@@ -3,7 +3,8 @@
 //! The readers only record findings (syntax errors and facts); every decision, its field path
 //! and its hint are here, including those on the readers' findings ([`findings`]).
 
-use super::{Cause, Operation, Policy, Request, Subject};
+use super::{Cause, Operation, Request, Subject};
+use crate::allocator::Owner;
 use crate::model::ifname::{kubevirt_name_problem, linux_ifname_problem};
 use crate::model::{
     Dialect, Fact, Finding, Mac, NameStyle, Nic, Rule, ShortForm, Syntax, UnplugStyle, Workload,
@@ -12,12 +13,12 @@ use crate::model::{
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// Runs every rule.
-pub(super) fn check(p: &Policy, req: &Request<'_>, s: &Subject) -> Vec<Cause> {
+/// Runs every rule; `held` names the other objects that hold MACs of new NICs (by NIC index).
+pub(super) fn check(req: &Request<'_>, s: &Subject, held: &HashMap<usize, Owner>) -> Vec<Cause> {
     let mut causes = Vec::new();
     findings(&s.new, &mut causes);
     names(&s.new, &mut causes);
-    macs(p, s, &mut causes);
+    macs(s, held, &mut causes);
     capacity(req, s, &mut causes);
     if let Some(old) = &s.old {
         binding(&s.new, old, &mut causes);
@@ -122,6 +123,20 @@ fn malformed(d: Dialect, path: &str, s: &Syntax) -> Cause {
         (Syntax::NotAString(v), _) => format!("must be a string, not {v}"),
         (Syntax::NotAList(v), Dialect::Arktos) => format!("must be a list of NICs, not {v}"),
         (Syntax::NotAList(v), _) => format!("must be a list, not {v}"),
+        (Syntax::NotAWorkload(v), _) => {
+            let kind = match d {
+                Dialect::Arktos | Dialect::Multus => "Pod",
+                Dialect::VirtualMachine => "VirtualMachine",
+                Dialect::VirtualMachineInstance => "VirtualMachineInstance",
+            };
+            let mut text = v.to_string();
+            if text.len() > 40 {
+                text = format!("{}…", text.chars().take(40).collect::<String>());
+            }
+            format!(
+                "must be a {kind} as a JSON object (apiVersion, kind, metadata, spec), not {text}"
+            )
+        }
         (Syntax::NotAnObject, Dialect::Arktos) => {
             "must be an object such as {\"name\": \"eth1\"}".into()
         }
@@ -232,8 +247,42 @@ fn names(w: &Workload, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The MACs of a request that are new to the object and claimable: written on a NIC, valid
+/// unicast, not twice in the object (rule 2 denies those), not already on the old object (those
+/// are claimed, or adopted by the repair loop). By NIC index, in NIC order. None for a VMI of a
+/// VirtualMachine (the VM holds its MACs).
+pub(super) fn new_macs(s: &Subject) -> Vec<(usize, Mac)> {
+    if s.inherits_macs {
+        return Vec::new();
+    }
+    let old: std::collections::HashSet<Mac> = s
+        .old
+        .iter()
+        .flat_map(|o| o.nics.iter())
+        .filter_map(Nic::parsed_mac)
+        .collect();
+    let mut count: HashMap<Mac, usize> = HashMap::new();
+    for m in s
+        .new
+        .nics
+        .iter()
+        .filter(|n| !n.implicit)
+        .filter_map(Nic::parsed_mac)
+    {
+        *count.entry(m).or_default() += 1;
+    }
+    s.new
+        .nics
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.implicit)
+        .filter_map(|(i, n)| Some((i, n.parsed_mac()?)))
+        .filter(|(_, m)| m.is_usable_unicast() && count[m] == 1 && !old.contains(m))
+        .collect()
+}
+
 /// Rule 2: MACs well-formed, unicast, unique in the object and not held by another object.
-fn macs(p: &Policy, s: &Subject, causes: &mut Vec<Cause>) {
+fn macs(s: &Subject, held: &HashMap<usize, Owner>, causes: &mut Vec<Cause>) {
     let w = &s.new;
     let masquerade = w.dialect.is_kubevirt()
         && w.nics
@@ -241,7 +290,7 @@ fn macs(p: &Policy, s: &Subject, causes: &mut Vec<Cause>) {
             .any(|n| n.method.as_deref() == Some("masquerade"));
     let mut seen: HashMap<Mac, &Nic> = HashMap::new();
     let leave_out = "or leave it out and hotnic assigns one";
-    for nic in w.nics.iter().filter(|n| !n.implicit) {
+    for (i, nic) in w.nics.iter().enumerate().filter(|(_, n)| !n.implicit) {
         let Some(raw) = &nic.mac else { continue };
         let mac = match raw.parse::<Mac>() {
             Ok(m) => m,
@@ -287,16 +336,7 @@ fn macs(p: &Policy, s: &Subject, causes: &mut Vec<Cause>) {
             continue;
         }
         seen.insert(mac, nic);
-        if s.inherits_macs {
-            continue;
-        }
-        let unchanged = nic
-            .name
-            .as_deref()
-            .and_then(|n| s.old.as_ref()?.by_name(n))
-            .and_then(Nic::parsed_mac)
-            == Some(mac);
-        if !unchanged && let Some(holder) = p.allocator.held_by_other(&s.owner, mac) {
+        if let Some(holder) = held.get(&i) {
             causes.push(Cause::new(
                 Rule::Macs,
                 nic.mac_path.clone(),

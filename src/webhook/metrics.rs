@@ -1,11 +1,11 @@
 //! Webhook metrics, in the Prometheus text format (prometheus-client).
 
+use crate::runtime::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 
 /// Labels of one review.
@@ -35,11 +35,19 @@ pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
 
+/// Labels of the repair counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RepairLabels {
+    /// `bound`, `released_owner_gone`, `released_unplugged`, `released_never_appeared`,
+    /// `adopted`, `duplicate`.
+    pub kind: &'static str,
+}
+
 /// Every webhook metric.
 #[derive(Debug)]
 pub struct Metrics {
     /// The registry they are in.
-    pub registry: Registry,
+    pub registry: MetricsRegistry,
     /// Reviews by endpoint, kind, operation and verdict.
     pub reviews: Family<ReviewLabels, Counter>,
     /// Review handling latency, seconds.
@@ -52,14 +60,26 @@ pub struct Metrics {
     pub cert_not_after: Gauge,
     /// Certificate reloads.
     pub cert_reloads: Counter,
-    /// MACs the allocator holds.
+    /// MAC claims the allocator knows of (its cache).
     pub macs_held: Gauge<u64, AtomicU64>,
+    /// Time a review spent claiming MACs (API writes with `--allocator kubernetes`), seconds.
+    pub allocation: Histogram,
+    /// Claims asked for by reviews.
+    pub claims: Counter,
+    /// Candidates found claimed by another object (another replica) and retried.
+    pub conflicts: Counter,
+    /// Repairs done by the repair loop, by kind.
+    pub repairs: Family<RepairLabels, Counter>,
+    /// MACs carried by more than one object, as of the last repair pass.
+    pub duplicates: Gauge<u64, AtomicU64>,
+    /// Claims of MACs inside `--mac-range`, as a percentage of its usable addresses.
+    pub range_used: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
     /// Registers every metric under the `hotnic_webhook` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("hotnic_webhook");
+        let mut registry = MetricsRegistry::new("hotnic_webhook");
         let reviews = Family::<ReviewLabels, Counter>::default();
         let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.000_05, 2.5, 12))
@@ -69,6 +89,12 @@ impl Metrics {
         let cert_not_after = Gauge::default();
         let cert_reloads = Counter::default();
         let macs_held = Gauge::<u64, AtomicU64>::default();
+        let allocation = Histogram::new(exponential_buckets(0.000_05, 2.5, 12));
+        let claims = Counter::default();
+        let conflicts = Counter::default();
+        let repairs = Family::<RepairLabels, Counter>::default();
+        let duplicates = Gauge::<u64, AtomicU64>::default();
+        let range_used = Gauge::<f64, AtomicU64>::default();
         registry.register("reviews", "Admission reviews answered", reviews.clone());
         registry.register(
             "review_duration_seconds",
@@ -93,8 +119,38 @@ impl Metrics {
         );
         registry.register(
             "macs_allocated",
-            "MAC addresses the allocator holds",
+            "MAC claims the allocator knows of (the claims cache with --allocator kubernetes)",
             macs_held.clone(),
+        );
+        registry.register(
+            "mac_allocation_duration_seconds",
+            "Time a review spent claiming MACs",
+            allocation.clone(),
+        );
+        registry.register(
+            "mac_claims",
+            "MAC claims asked for by reviews",
+            claims.clone(),
+        );
+        registry.register(
+            "mac_claim_conflicts",
+            "MAC candidates found claimed by another object and retried",
+            conflicts.clone(),
+        );
+        registry.register(
+            "mac_repairs",
+            "MAC claim repairs done by the repair loop, by kind",
+            repairs.clone(),
+        );
+        registry.register(
+            "mac_duplicates",
+            "MACs used by more than one object (last repair pass)",
+            duplicates.clone(),
+        );
+        registry.register(
+            "mac_range_used_percent",
+            "Claims of MACs inside --mac-range, percent of its usable addresses",
+            range_used.clone(),
         );
         Metrics {
             registry,
@@ -105,14 +161,26 @@ impl Metrics {
             cert_not_after,
             cert_reloads,
             macs_held,
+            allocation,
+            claims,
+            conflicts,
+            repairs,
+            duplicates,
+            range_used,
         }
+    }
+
+    /// Sets the claim gauges from the allocator.
+    pub fn observe_allocator(&self, a: &dyn crate::allocator::MacAllocator) {
+        self.macs_held.set(a.held() as u64);
+        let usable = a.range().usable_len().max(1) as f64;
+        self.range_used
+            .set(a.held_in_range() as f64 * 100.0 / usable);
     }
 
     /// The text exposition.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.registry.encode()
     }
 }
 

@@ -15,6 +15,7 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// What the routes share.
 #[derive(Debug)]
@@ -90,11 +91,11 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
 }
 
 async fn mutate(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&s, Phase::Mutate, body)
+    handle(&s, Phase::Mutate, body).await
 }
 
 async fn validate(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&s, Phase::Validate, body)
+    handle(&s, Phase::Validate, body).await
 }
 
 async fn not_found() -> Response {
@@ -131,7 +132,7 @@ fn kind_label(group: &str, kind: &str) -> &'static str {
     dialect::Kind::of(group, kind).map_or("other", |k| k.as_str())
 }
 
-fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
+async fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
     let metrics = &s.metrics;
     let endpoint = phase.as_str();
     if s.draining.load(Ordering::Relaxed) {
@@ -178,11 +179,26 @@ fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Re
         verdict = tracing::field::Empty,
         latency_us = tracing::field::Empty,
     );
-    let _entered = span.enter();
+    answer(s, phase, &review, start).instrument(span).await
+}
+
+/// Decides (claiming MACs on /mutate), records metrics, answers; inside the review's span.
+async fn answer(s: &AppState, phase: Phase, review: &Review, start: Instant) -> Response {
+    let metrics = &s.metrics;
+    let endpoint = phase.as_str();
+    let span = tracing::Span::current();
     let request = review.as_request();
     let outcome = match phase {
-        Phase::Mutate => s.policy.mutate(&request),
-        Phase::Validate => s.policy.validate(&request),
+        Phase::Mutate => {
+            let (outcome, stats) = s.policy.mutate_with_stats(&request).await;
+            if stats.claims > 0 {
+                metrics.claims.inc_by(u64::from(stats.claims));
+                metrics.conflicts.inc_by(u64::from(stats.conflicts));
+                metrics.allocation.observe(stats.elapsed.as_secs_f64());
+            }
+            outcome
+        }
+        Phase::Validate => s.policy.validate_async(&request).await,
     };
     let answer = response(&review.uid, phase, &outcome);
     let verdict = match (&answer, outcome.is_allowed()) {

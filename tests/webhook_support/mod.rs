@@ -93,6 +93,8 @@ pub fn config(cert: &Path, key: &Path) -> Config {
         },
         shutdown_delay: Duration::from_millis(300),
         cert_reload_interval: Duration::from_millis(200),
+        allocator: hotnic::webhook::AllocatorConfig::Memory,
+        mac_scope: hotnic::allocator::ScopeMode::Cluster,
     }
 }
 

@@ -1,0 +1,288 @@
+//! The policy's one effect: claiming MACs through the allocator (mutating phase), looking up who
+//! holds a MAC (validating phase) and binding the claims of an object created with
+//! `generateName` to the name it got. Never a release.
+
+use super::mutate::Plan;
+use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
+use crate::allocator::{AllocError, ClaimError, ClaimRequest, Owner, Scope};
+use crate::model::{Mac, Rule};
+use crate::runtime::Chain;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// How many rounds of candidates a review may find already claimed (by another replica, before
+/// the cache showed it) before the NICs still without a MAC are denied.
+pub const MAX_CONFLICTS: u32 = 16;
+
+/// What claiming took for one review.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClaimStats {
+    /// Claims asked for (each a write with a cluster-wide allocator, unless dry-run).
+    pub claims: u32,
+    /// Candidates found claimed by another object and retried.
+    pub conflicts: u32,
+    /// Time spent in the allocator.
+    pub elapsed: Duration,
+}
+
+fn deny(causes: Vec<Cause>, stats: ClaimStats) -> Result<ClaimStats, (Denial, ClaimStats)> {
+    Err((Denial::from_causes(causes, Vec::new()), stats))
+}
+
+/// The cause for an allocator failure at a NIC's MAC.
+fn failed(path: &str, e: &AllocError, hint: &str) -> Cause {
+    Cause::new(Rule::Allocation, path, format!("{}; {hint}", Chain(e)))
+}
+
+/// When the validating phase would deny the request as mutated by `plan`, the mutation's answer
+/// (new MACs picked without claiming them); `None` when it would admit it (or there is nothing to
+/// claim, or no candidate to judge with: then claiming says why).
+pub(super) fn doomed(p: &Policy, req: &Request<'_>, s: &Subject, plan: &Plan) -> Option<Outcome> {
+    if plan.claim.is_empty() && plan.inject.is_empty() {
+        return None;
+    }
+    let mut preview = plan.clone();
+    let mode = p.allocator.scope_mode();
+    for &i in &plan.inject {
+        let taken = |m: Mac| preview.taken.contains(&m);
+        let mac = p
+            .allocator
+            .candidate(&mode.scope_of(&s.new.nics[i]), &taken, true)
+            .ok()?;
+        preview.taken.insert(mac);
+        preview.assigned.push((i, mac));
+    }
+    let outcome = super::mutate::finish(p, req, s, preview);
+    let mut object = req.object.clone();
+    json_patch::patch(&mut object, &outcome.patch()?.0).ok()?;
+    let judged = Request {
+        object: &object,
+        ..*req
+    };
+    let after = Policy::subject(&judged).ok()?;
+    let causes = rules::check(&judged, &after, &HashMap::new());
+    (!causes.is_empty()).then_some(outcome)
+}
+
+/// Claims every MAC of the plan: the given ones on new NICs (another holder: denied at that NIC),
+/// then a new one for each NIC that needs one (a candidate claimed meanwhile by another object is
+/// skipped and the next one tried). The claims of one round go out together, so a review with
+/// several NICs waits for one round trip, not one per NIC. Injected MACs go into
+/// `plan.assigned`.
+pub(super) async fn claim_all(
+    p: &Policy,
+    req: &Request<'_>,
+    s: &Subject,
+    plan: &mut Plan,
+) -> Result<ClaimStats, (Denial, ClaimStats)> {
+    let mut stats = ClaimStats::default();
+    if plan.claim.is_empty() && plan.inject.is_empty() {
+        return Ok(stats);
+    }
+    let start = Instant::now();
+    let alloc = &p.allocator;
+    let mode = alloc.scope_mode();
+    let nics = &s.new.nics;
+    let finish = |mut stats: ClaimStats, causes: Vec<Cause>| {
+        stats.elapsed = start.elapsed();
+        deny(causes, stats)
+    };
+    if !alloc.is_ready() {
+        let first = plan
+            .claim
+            .first()
+            .map(|c| c.0)
+            .or(plan.inject.first().copied());
+        let path = first.map_or("metadata", |i| nics[i].mac_path.as_str());
+        return finish(
+            stats,
+            vec![failed(
+                path,
+                &AllocError::NotReady,
+                "retry in a few seconds",
+            )],
+        );
+    }
+    let claim = |i: usize, mac: Mac, scope: Scope| async move {
+        let nic = &nics[i];
+        let r = alloc
+            .claim(ClaimRequest {
+                owner: &s.owner,
+                scope: &scope,
+                mac,
+                nic: nic.name.as_deref().unwrap_or(""),
+                dry_run: req.dry_run,
+            })
+            .await;
+        (i, mac, scope, r)
+    };
+
+    // The MACs given on new NICs.
+    let given = plan
+        .claim
+        .iter()
+        .map(|&(i, mac)| claim(i, mac, mode.scope_of(&nics[i])));
+    stats.claims += plan.claim.len() as u32;
+    let mut causes = Vec::new();
+    for (i, mac, scope, r) in futures::future::join_all(given).await {
+        match r {
+            Ok(()) => {}
+            Err(ClaimError::Conflict { holder, .. }) => {
+                causes.push(conflict(&nics[i].mac_path, mac, &holder, &scope));
+            }
+            Err(ClaimError::Alloc(e)) => {
+                causes.push(failed(
+                    &nics[i].mac_path,
+                    &e,
+                    "retry, the MAC is still yours to ask for",
+                ));
+            }
+        }
+    }
+    if !causes.is_empty() {
+        return finish(stats, causes);
+    }
+
+    // New MACs, in rounds: candidates for every NIC still without one, claimed together.
+    let mut avoid: HashSet<Mac> = HashSet::new();
+    let mut pending: Vec<usize> = plan.inject.clone();
+    let mut rounds = 0;
+    while !pending.is_empty() {
+        let mut round = Vec::with_capacity(pending.len());
+        for &i in &pending {
+            let scope = mode.scope_of(&nics[i]);
+            let taken = |m: Mac| plan.taken.contains(&m) || avoid.contains(&m);
+            match alloc.candidate(&scope, &taken, req.dry_run) {
+                Ok(mac) => {
+                    // Not offered to another NIC of this round.
+                    avoid.insert(mac);
+                    round.push(claim(i, mac, scope));
+                }
+                Err(e) => {
+                    let hint = "set a MAC yourself, or widen --mac-range";
+                    return finish(stats, vec![failed(&nics[i].mac_path, &e, hint)]);
+                }
+            }
+        }
+        stats.claims += round.len() as u32;
+        let mut retry = Vec::new();
+        for (i, mac, _, r) in futures::future::join_all(round).await {
+            match r {
+                Ok(()) => {
+                    avoid.remove(&mac);
+                    plan.taken.insert(mac);
+                    plan.assigned.push((i, mac));
+                }
+                Err(ClaimError::Conflict { .. }) => {
+                    stats.conflicts += 1;
+                    retry.push(i);
+                }
+                Err(ClaimError::Alloc(e)) => {
+                    causes.push(failed(
+                        &nics[i].mac_path,
+                        &e,
+                        "retry, or set a MAC yourself",
+                    ));
+                }
+            }
+        }
+        if !causes.is_empty() {
+            return finish(stats, causes);
+        }
+        rounds += 1;
+        if !retry.is_empty() && rounds >= MAX_CONFLICTS {
+            let causes = retry
+                .iter()
+                .map(|&i| {
+                    Cause::new(
+                        Rule::Allocation,
+                        nics[i].mac_path.clone(),
+                        format!(
+                            "{MAX_CONFLICTS} free-looking MACs in a row were just claimed by other objects; retry, or set a MAC yourself"
+                        ),
+                    )
+                })
+                .collect();
+            return finish(stats, causes);
+        }
+        pending = retry;
+    }
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+/// The rule-2 cause for a MAC another object holds.
+fn conflict(path: &str, mac: Mac, holder: &Owner, scope: &Scope) -> Cause {
+    let on = match scope {
+        Scope::Cluster => String::new(),
+        Scope::Network(n) => format!(" on network {n}"),
+    };
+    Cause::new(
+        Rule::Macs,
+        path,
+        format!(
+            "{mac} is already used by {holder}{on}; choose another MAC, or leave it out and hotnic assigns one"
+        ),
+    )
+}
+
+/// Who else holds the MACs of new NICs, by NIC index (the validating phase's rule 2). The cache
+/// answers; the store is asked only about the MACs the cache says are held.
+pub(super) async fn held_by_others(p: &Policy, s: &Subject) -> HashMap<usize, Owner> {
+    let mut held = HashMap::new();
+    let mode = p.allocator.scope_mode();
+    for (i, mac) in rules::new_macs(s) {
+        let scope = mode.scope_of(&s.new.nics[i]);
+        if !p.allocator.held_by_other(&s.owner, &scope, mac) {
+            continue;
+        }
+        match p.allocator.holder(&scope, mac).await {
+            Ok(Some(h)) if !h.same_object(&s.owner) => {
+                held.insert(i, h);
+            }
+            Ok(_) => {}
+            // The mutating phase's claim is what decides; the lookup only words the message.
+            Err(e) => tracing::warn!(%mac, error = %Chain(&e), "cannot tell who holds a MAC"),
+        }
+    }
+    held
+}
+
+/// After an allowed CREATE of an object that got a claim token (created without a name), binds
+/// its claims to the name and uid it now has, so that the claims name it (messages, the repair
+/// loop) and no other object is ever taken for it. Not on dry-run; a failure is left to the
+/// repair loop, which finds the object by its token.
+pub(super) async fn bind_generated(p: &Policy, req: &Request<'_>, s: &Subject) {
+    let o = &s.owner;
+    if req.dry_run
+        || req.operation != Operation::Create
+        || o.token.is_none()
+        || o.name.is_none()
+        || o.uid.is_none()
+    {
+        return;
+    }
+    let mode = p.allocator.scope_mode();
+    let keys: Vec<(Scope, Mac)> = s
+        .new
+        .nics
+        .iter()
+        .filter(|n| !n.implicit)
+        .filter_map(|n| Some((mode.scope_of(n), n.parsed_mac()?)))
+        .collect();
+    if let Err(e) = p.allocator.bind(o, &keys).await {
+        tracing::warn!(owner = %o, error = %Chain(&e), "binding the claims of a generated name failed; the repair loop will");
+    }
+}
+
+/// The answer of the synchronous entry points when the allocator would have to wait.
+pub(super) fn would_block() -> Outcome {
+    Outcome::Denied(Denial::from_causes(
+        vec![Cause::new(
+            Rule::Allocation,
+            "metadata",
+            "this MAC allocator answers asynchronously and cannot serve a synchronous check; use the async policy entry points",
+        )],
+        Vec::new(),
+    ))
+}
