@@ -147,6 +147,12 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .unwrap_or(namespace);
+    if !obj.is_object() {
+        let mut w = Workload::new(d);
+        w.findings
+            .push(Finding::new("object", Syntax::NotAWorkload(obj.clone())));
+        return w;
+    }
     let mut w = match d {
         Dialect::Arktos => arktos::read(obj, namespace),
         Dialect::Multus => multus::read(obj, namespace),

@@ -75,6 +75,8 @@ pub enum Syntax {
     NotAList(Value),
     /// An element of the list of NICs is not an object.
     NotAnObject,
+    /// The object under review is not a JSON object at all (this value instead).
+    NotAWorkload(Value),
     /// A list of strings (Multus `ips`) holds something else.
     NotAListOfStrings,
     /// The annotation the dialect keeps JSON in (Multus networks, Arktos MACs) is this value,
