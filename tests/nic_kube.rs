@@ -62,10 +62,12 @@ struct Run {
     stderr: String,
 }
 
-/// Runs `kubectl-hotnic ARGS --kubeconfig <admin>` (with `-n ns` when given).
-async fn plugin(cluster: &KubeCluster, ns: Option<&str>, args: &[&str]) -> Run {
+/// Runs `kubectl-hotnic ARGS --kubeconfig <admin>` (with `-n ns` when given); `args` is split on
+/// whitespace, as a shell would.
+async fn plugin(cluster: &KubeCluster, ns: Option<&str>, args: &str) -> Run {
+    let args: Vec<&str> = args.split_whitespace().collect();
     let mut cmd = tokio::process::Command::new(PLUGIN);
-    cmd.args(args)
+    cmd.args(&args)
         .arg("--kubeconfig")
         .arg(&cluster.admin_kubeconfig)
         .env_remove("KUBECONFIG");
@@ -88,9 +90,9 @@ async fn plugin(cluster: &KubeCluster, ns: Option<&str>, args: &[&str]) -> Run {
     run
 }
 
-async fn ok(cluster: &KubeCluster, ns: &str, args: &[&str]) -> String {
+async fn ok(cluster: &KubeCluster, ns: &str, args: &str) -> String {
     let r = plugin(cluster, Some(ns), args).await;
-    assert_eq!(r.code, Some(0), "{args:?}: {}", r.stderr);
+    assert_eq!(r.code, Some(0), "{args}: {}", r.stderr);
     r.stdout
 }
 
@@ -111,6 +113,12 @@ async fn create_pod(cluster: &KubeCluster, ns: &str, p: Value) {
             None,
         )
         .await;
+}
+
+/// Creates pod `name` in `ns` with one secondary NIC: eth1 on net-a.
+async fn create_eth1_pod(cluster: &KubeCluster, ns: &str, name: &str) {
+    let nets = r#"[{"name":"net-a","interface":"eth1"}]"#;
+    create_pod(cluster, ns, pod(name, json!({ NETWORKS: nets }))).await;
 }
 
 async fn get_pod(cluster: &KubeCluster, ns: &str, name: &str) -> Value {
@@ -166,15 +174,7 @@ async fn multus_add_list_remove() {
         return;
     };
     let ns = cluster.namespace("nk-multus").await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     let m1 = injected(
         &elements(&get_pod(cluster, &ns, "web").await)[0]["mac"],
         "eth1",
@@ -183,14 +183,7 @@ async fn multus_add_list_remove() {
     let out = ok(
         cluster,
         &ns,
-        &[
-            "add",
-            "pod/web",
-            "--name",
-            "eth2",
-            "--network",
-            "other/net-b",
-        ],
+        "add pod/web --name eth2 --network other/net-b",
     )
     .await;
     let stored = get_pod(cluster, &ns, "web").await;
@@ -224,7 +217,7 @@ eth2   other/net-b   {m2}   no        yes               -       -
         json!({"metadata": {"annotations": {"hotnic.io/nic-status": status.to_string()}}}),
     )
     .await;
-    let listed = ok(cluster, &ns, &["list", "pod/web"]).await;
+    let listed = ok(cluster, &ns, "list pod/web").await;
     let w = listed_width(&ns);
     assert_eq!(
         listed,
@@ -243,7 +236,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
         )
     );
     let json: Value =
-        serde_json::from_str(&ok(cluster, &ns, &["list", "pod/web", "-o", "json"]).await).unwrap();
+        serde_json::from_str(&ok(cluster, &ns, "list pod/web -o json").await).unwrap();
     assert_eq!(json["nics"][2]["state"], "Failed");
     assert_eq!(
         (json["inUse"].as_u64(), json["remaining"].as_u64()),
@@ -251,7 +244,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
     );
 
     // Remove eth2: the element goes, eth1 stays as it was.
-    let out = ok(cluster, &ns, &["remove", "pod/web", "--name", "eth2"]).await;
+    let out = ok(cluster, &ns, "remove pod/web --name eth2").await;
     assert_eq!(out, "pod/web: eth2 removed\n");
     let stored = get_pod(cluster, &ns, "web").await;
     assert_eq!(
@@ -261,7 +254,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
 
     // The primary is refused (exit 1), nothing sent.
     let rv = stored["metadata"]["resourceVersion"].clone();
-    let r = plugin(cluster, Some(&ns), &["remove", "pod/web", "--name", "eth0"]).await;
+    let r = plugin(cluster, Some(&ns), "remove pod/web --name eth0").await;
     assert_eq!(r.code, Some(1));
     assert!(
         r.stderr.starts_with("error: hotnic's policy denies this change:\n  metadata.annotations[k8s.v1.cni.cncf.io/networks]: \"eth0\" is the pod's primary interface"),
@@ -300,16 +293,7 @@ async fn multus_short_form_is_rewritten_as_json_keeping_entries() {
     ok(
         cluster,
         &ns,
-        &[
-            "add",
-            "pod/web",
-            "--name",
-            "eth2",
-            "--network",
-            "net-b",
-            "--ips",
-            "10.1.1.5/24,10.1.2.5/24",
-        ],
+        "add pod/web --name eth2 --network net-b --ips 10.1.1.5/24,10.1.2.5/24",
     )
     .await;
     let stored = get_pod(cluster, &ns, "web").await;
@@ -345,15 +329,7 @@ async fn multus_short_form_is_rewritten_as_json_keeping_entries() {
     let out = ok(
         cluster,
         &ignored,
-        &[
-            "add",
-            "pod/plain",
-            "--name",
-            "eth2",
-            "--network",
-            "net-b",
-            "--dry-run=client",
-        ],
+        "add pod/plain --name eth2 --network net-b --dry-run=client",
     )
     .await;
     let (patch, _) = out.split_once("\npod/plain: ").unwrap();
@@ -368,7 +344,7 @@ async fn multus_short_form_is_rewritten_as_json_keeping_entries() {
     ok(
         cluster,
         &ignored,
-        &["add", "pod/plain", "--name", "eth2", "--network", "net-b"],
+        "add pod/plain --name eth2 --network net-b",
     )
     .await;
     let stored = get_pod(cluster, &ignored, "plain").await;
@@ -387,30 +363,14 @@ async fn dry_runs_store_nothing_and_server_dry_run_shows_the_injected_mac() {
         return;
     };
     let ns = cluster.namespace("nk-dry").await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     let before = get_pod(cluster, &ns, "web").await;
     let raw = ann(&before, NETWORKS).to_string();
 
     let out = ok(
         cluster,
         &ns,
-        &[
-            "add",
-            "pod/web",
-            "--name",
-            "eth2",
-            "--network",
-            "net-b",
-            "--dry-run=server",
-        ],
+        "add pod/web --name eth2 --network net-b --dry-run=server",
     )
     .await;
     let lines: Vec<&str> = out.lines().collect();
@@ -426,15 +386,7 @@ async fn dry_runs_store_nothing_and_server_dry_run_shows_the_injected_mac() {
     let out = ok(
         cluster,
         &ns,
-        &[
-            "add",
-            "pod/web",
-            "--name",
-            "eth2",
-            "--network",
-            "net-b",
-            "--dry-run=client",
-        ],
+        "add pod/web --name eth2 --network net-b --dry-run=client",
     )
     .await;
     let (patch, rest) = out.split_once("\npod/web: ").unwrap();
@@ -449,12 +401,7 @@ async fn dry_runs_store_nothing_and_server_dry_run_shows_the_injected_mac() {
     );
     assert!(rest.starts_with("eth2 would be added (client dry run: nothing sent; hotnic's webhook assigns the MAC on admission)\n"), "{rest}");
 
-    let r = ok(
-        cluster,
-        &ns,
-        &["remove", "pod/web", "--name", "eth1", "--dry-run=server"],
-    )
-    .await;
+    let r = ok(cluster, &ns, "remove pod/web --name eth1 --dry-run=server").await;
     assert_eq!(
         r,
         "pod/web: eth1 would be removed (server dry run: admitted, not stored)\n"
@@ -515,7 +462,7 @@ async fn kubevirt_vm_add_remove_and_the_primary_refused_like_the_webhook() {
     let out = ok(
         cluster,
         &ns,
-        &["add", "vm/vm1", "--name", "dyn1", "--network", &net],
+        &format!("add vm/vm1 --name dyn1 --network {net}"),
     )
     .await;
     let stored = get().await;
@@ -544,7 +491,7 @@ async fn kubevirt_vm_add_remove_and_the_primary_refused_like_the_webhook() {
         .len()
         .max("(pod network)".len())
         .max(ns.len() + "/bridge-conf".len());
-    let listed = ok(cluster, &ns, &["list", "vm/vm1"]).await;
+    let listed = ok(cluster, &ns, "list vm/vm1").await;
     assert_eq!(
         listed,
         format!(
@@ -563,7 +510,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
     );
 
     // Unplug: state absent, MAC kept; again: nothing to do.
-    let out = ok(cluster, &ns, &["remove", "vm/vm1", "--name", "dyn1"]).await;
+    let out = ok(cluster, &ns, "remove vm/vm1 --name dyn1").await;
     assert!(
         out.starts_with("vm/vm1: dyn1 set to state: absent (KubeVirt unplugs it)\n"),
         "{out}"
@@ -573,7 +520,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
         vm_spec(&stored)["domain"]["devices"]["interfaces"][2],
         json!({"name": "dyn1", "bridge": {}, "macAddress": m2, "state": "absent"})
     );
-    let out = ok(cluster, &ns, &["remove", "vm/vm1", "--name", "dyn1"]).await;
+    let out = ok(cluster, &ns, "remove vm/vm1 --name dyn1").await;
     assert!(
         out.starts_with("vm/vm1: dyn1 is already absent (being unplugged); nothing to do\n"),
         "{out}"
@@ -607,12 +554,7 @@ Capacity: 4 (hotnic.io/interface-capacity); 3 NICs in use, 1 slot remaining
         .collect();
     assert!(!webhook_causes.is_empty());
     let rv = get().await["metadata"]["resourceVersion"].clone();
-    let r = plugin(
-        cluster,
-        Some(&ns),
-        &["remove", "vm/vm1", "--name", "default"],
-    )
-    .await;
+    let r = plugin(cluster, Some(&ns), "remove vm/vm1 --name default").await;
     assert_eq!(r.code, Some(1));
     let mut lines = r.stderr.lines();
     assert_eq!(
@@ -656,16 +598,7 @@ async fn kubevirt_vmi_add() {
     let out = ok(
         cluster,
         &ns,
-        &[
-            "add",
-            "vmi/vmi1",
-            "--name",
-            "n1",
-            "--network",
-            "net-x",
-            "--mac",
-            "02:00:00:EE:00:01",
-        ],
+        "add vmi/vmi1 --name n1 --network net-x --mac 02:00:00:EE:00:01",
     )
     .await;
     assert!(
@@ -698,31 +631,14 @@ async fn a_real_webhook_denial_is_shown_as_its_causes() {
         pod("holder", json!({ NETWORKS: format!(r#"[{{"name":"net-a","interface":"eth1","mac":"{mac}"}}]"#) })),
     )
     .await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     let before = get_pod(cluster, &ns, "web").await;
     // The plugin's own check passes (it knows no other pod's MACs); hotnic's webhook denies (its
     // mutating phase, which claims the MAC: holder's MACAddress claim says no).
     let r = plugin(
         cluster,
         Some(&ns),
-        &[
-            "add",
-            "pod/web",
-            "--name",
-            "eth2",
-            "--network",
-            "net-b",
-            "--mac",
-            mac,
-        ],
+        &format!("add pod/web --name eth2 --network net-b --mac {mac}"),
     )
     .await;
     assert_eq!(r.code, Some(1));
@@ -741,7 +657,7 @@ async fn a_real_webhook_denial_is_shown_as_its_causes() {
     );
 
     // Other API errors: one line, exit 1.
-    let r = plugin(cluster, Some(&ns), &["list", "pod/nope"]).await;
+    let r = plugin(cluster, Some(&ns), "list pod/nope").await;
     assert_eq!(r.code, Some(1));
     assert_eq!(r.stderr, "error: pods \"nope\" not found (404 NotFound)\n");
 }
@@ -757,16 +673,6 @@ async fn session(cluster: &KubeCluster, ns: &str) -> Session {
     .unwrap()
 }
 
-fn spec(name: &str, network: &str) -> NicSpec {
-    NicSpec {
-        name: name.into(),
-        network: network.into(),
-        mac: None,
-        ips: Vec::new(),
-        port_id: None,
-    }
-}
-
 #[tokio::test]
 async fn a_concurrent_edit_between_read_and_patch_is_retried_never_overwritten() {
     let Some(cluster) =
@@ -775,15 +681,7 @@ async fn a_concurrent_edit_between_read_and_patch_is_retried_never_overwritten()
         return;
     };
     let ns = cluster.namespace("nk-race").await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     let m1 = injected(
         &elements(&get_pod(cluster, &ns, "web").await)[0]["mac"],
         "eth1",
@@ -807,7 +705,7 @@ async fn a_concurrent_edit_between_read_and_patch_is_retried_never_overwritten()
             .boxed()
         }
     };
-    let build = |obj: &Value| edit::plan_add(t.kind, obj, &ns, &spec("eth2", "net-b"));
+    let build = |obj: &Value| edit::plan_add(t.kind, obj, &ns, &NicSpec::new("eth2", "net-b"));
     let applied = client::apply(&s, &t, DryRun::None, &build, Some(&hook))
         .await
         .unwrap();
@@ -833,15 +731,7 @@ async fn a_concurrent_edit_between_read_and_patch_is_retried_never_overwritten()
 
     // A writer that never stops (it rewrites eth1's element, a key of its own, on every
     // attempt): reported after the last attempt, and what it wrote stays.
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "busy",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "busy").await;
     let busy: Target = "pod/busy".parse().unwrap();
     let busy_path = format!("/api/v1/namespaces/{ns}/pods/busy");
     let n = Arc::new(AtomicU32::new(0));
@@ -863,7 +753,7 @@ async fn a_concurrent_edit_between_read_and_patch_is_retried_never_overwritten()
             .boxed()
         }
     };
-    let build = |obj: &Value| edit::plan_add(busy.kind, obj, &ns, &spec("eth2", "net-b"));
+    let build = |obj: &Value| edit::plan_add(busy.kind, obj, &ns, &NicSpec::new("eth2", "net-b"));
     let err = client::apply(&s, &busy, DryRun::None, &build, Some(&hook))
         .await
         .unwrap_err();
@@ -895,15 +785,7 @@ async fn the_api_server_refuses_a_patch_built_on_a_stale_read() {
         return;
     };
     let ns = cluster.namespace("nk-stale").await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     create_pod(cluster, &ns, pod("bare", json!({"other": "x"}))).await;
     let path = |n: &str| format!("/api/v1/namespaces/{ns}/pods/{n}");
     for (name, change) in [
@@ -920,7 +802,7 @@ async fn the_api_server_refuses_a_patch_built_on_a_stale_read() {
             hotnic::dialect::Kind::Pod,
             &read,
             &ns,
-            &spec("eth2", "net-b"),
+            &NicSpec::new("eth2", "net-b"),
         )
         .unwrap()
         .patch;
@@ -953,15 +835,7 @@ async fn namespace_and_context_come_from_the_kubeconfig_like_kubectl() {
         return;
     };
     let ns = cluster.namespace("nk-ctx").await;
-    create_pod(
-        cluster,
-        &ns,
-        pod(
-            "web",
-            json!({ NETWORKS: r#"[{"name":"net-a","interface":"eth1"}]"# }),
-        ),
-    )
-    .await;
+    create_eth1_pod(cluster, &ns, "web").await;
     // A kubeconfig whose context names the test namespace: no -n needed.
     let dir = tempfile::tempdir().unwrap();
     let kc = dir.path().join("kubeconfig");

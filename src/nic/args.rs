@@ -116,17 +116,9 @@ pub struct AddArgs {
     /// Arktos VM pods: the port ID of the NIC (`portId`).
     #[arg(long, value_name = "ID")]
     pub port_id: Option<String>,
-    /// none (default), server (admitted, not stored) or client (print the patch, send nothing).
-    #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
-    pub dry_run: DryRun,
-    /// Edit the object in this file instead of the cluster's (needs --dry-run=client).
-    #[arg(
-        short = 'f',
-        long = "filename",
-        value_name = "FILE",
-        conflicts_with = "target"
-    )]
-    pub filename: Option<PathBuf>,
+    /// `--dry-run` and `-f`.
+    #[command(flatten)]
+    pub edit: EditFlags,
 }
 
 /// `remove`.
@@ -138,6 +130,14 @@ pub struct RemoveArgs {
     /// The NIC to unplug.
     #[arg(long, value_name = "IFACE")]
     pub name: String,
+    /// `--dry-run` and `-f`.
+    #[command(flatten)]
+    pub edit: EditFlags,
+}
+
+/// The flags `add` and `remove` share: how the change is sent, and where the object is read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EditFlags {
     /// none (default), server (admitted, not stored) or client (print the patch, send nothing).
     #[arg(long, value_enum, default_value = "none", num_args = 0..=1, default_missing_value = "client")]
     pub dry_run: DryRun,

@@ -33,6 +33,19 @@ pub struct NicSpec {
     pub port_id: Option<String>,
 }
 
+impl NicSpec {
+    /// The NIC `name` on `network`, with no MAC, IPs or port ID of the user's choosing.
+    pub fn new(name: &str, network: &str) -> Self {
+        NicSpec {
+            name: name.into(),
+            network: network.into(),
+            mac: None,
+            ips: Vec::new(),
+            port_id: None,
+        }
+    }
+}
+
 /// Why an edit was not made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EditError {
@@ -497,8 +510,15 @@ pub fn remove_patch(
 }
 
 /// Applies `patch` to `obj` and runs hotnic's validating policy on the result as the UPDATE the
-/// API server would send the webhook. Denied: the causes, exactly as the webhook gives them.
-fn judge(kind: Kind, obj: &Value, namespace: &str, patch: &Patch) -> Result<Value, EditError> {
+/// API server would send the webhook. Allowed: the plan; denied: the causes, exactly as the
+/// webhook gives them.
+fn judge(
+    d: Dialect,
+    kind: Kind,
+    obj: &Value,
+    namespace: &str,
+    patch: Patch,
+) -> Result<Plan, EditError> {
     let mut edited = obj.clone();
     json_patch::patch(&mut edited, &patch.0)
         .map_err(|e| EditError::Usage(format!("the patch does not apply to the object ({e})")))?;
@@ -523,7 +543,12 @@ fn judge(kind: Kind, obj: &Value, namespace: &str, patch: &Patch) -> Result<Valu
                 .into(),
             causes: d.causes.iter().map(|c| c.to_string()).collect(),
         }),
-        Outcome::Allowed { .. } => Ok(edited),
+        Outcome::Allowed { .. } => Ok(Plan {
+            dialect: d,
+            patch,
+            edited,
+            note: None,
+        }),
     }
 }
 
@@ -537,13 +562,7 @@ pub fn plan_add(
     let d = dialect_of(kind, obj)?;
     let namespace = namespace_of(obj, default_ns);
     let patch = add_patch(d, kind, obj, namespace, spec)?;
-    let edited = judge(kind, obj, namespace, &patch)?;
-    Ok(Plan {
-        dialect: d,
-        patch,
-        edited,
-        note: None,
-    })
+    judge(d, kind, obj, namespace, patch)
 }
 
 /// Plans `remove`: the patch, checked by hotnic's policy (which refuses the primary NIC).
@@ -556,15 +575,7 @@ pub fn plan_remove(
     let d = dialect_of(kind, obj)?;
     let namespace = namespace_of(obj, default_ns);
     match remove_patch(d, kind, obj, namespace, name)? {
-        Some(patch) => {
-            let edited = judge(kind, obj, namespace, &patch)?;
-            Ok(Plan {
-                dialect: d,
-                patch,
-                edited,
-                note: None,
-            })
-        }
+        Some(patch) => judge(d, kind, obj, namespace, patch),
         None => Ok(Plan {
             dialect: d,
             patch: Patch(Vec::new()),
@@ -587,16 +598,6 @@ mod tests {
     use super::*;
 
     const NETS: &str = "k8s.v1.cni.cncf.io/networks";
-
-    fn spec(name: &str, network: &str) -> NicSpec {
-        NicSpec {
-            name: name.into(),
-            network: network.into(),
-            mac: None,
-            ips: Vec::new(),
-            port_id: None,
-        }
-    }
 
     fn multus_pod(networks: Option<&str>) -> Value {
         let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
@@ -631,16 +632,26 @@ mod tests {
         serde_json::to_value(p).unwrap()
     }
 
+    /// The `add` patch for `s` on `obj` (namespace "demo"), as JSON.
+    fn added(d: Dialect, kind: Kind, obj: &Value, s: &NicSpec) -> Value {
+        patch_json(&add_patch(d, kind, obj, "demo", s).unwrap())
+    }
+
+    /// The `remove` patch for `name` on `obj` (namespace "demo"), as JSON.
+    fn removed(d: Dialect, kind: Kind, obj: &Value, name: &str) -> Value {
+        patch_json(&remove_patch(d, kind, obj, "demo", name).unwrap().unwrap())
+    }
+
     #[test]
     fn multus_add_tests_the_annotation_and_appends_an_element() {
         let raw = r#"[{"name":"a","interface":"eth1","mac":"02:00:00:00:00:01","x-unknown":1}]"#;
         let pod = multus_pod(Some(raw));
-        let mut s = spec("eth2", "other/b");
+        let mut s = NicSpec::new("eth2", "other/b");
         s.ips = vec!["10.1.1.5/24".into()];
         s.mac = Some("02:AA:00:00:00:02".parse().unwrap());
-        let p = add_patch(Dialect::Multus, Kind::Pod, &pod, "demo", &s).unwrap();
+        let p = added(Dialect::Multus, Kind::Pod, &pod, &s);
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/metadata/annotations/k8s.v1.cni.cncf.io~1networks", "value": raw},
                 {"op": "replace", "path": "/metadata/annotations/k8s.v1.cni.cncf.io~1networks",
@@ -652,7 +663,7 @@ mod tests {
     #[test]
     fn multus_add_rewrites_the_short_form_as_json_keeping_entries() {
         let pod = multus_pod(Some("a@eth1, x/b@eth2"));
-        let plan = plan_add(Kind::Pod, &pod, "demo", &spec("eth3", "c")).unwrap();
+        let plan = plan_add(Kind::Pod, &pod, "demo", &NicSpec::new("eth3", "c")).unwrap();
         assert_eq!(
             patch_json(&plan.patch)[1]["value"],
             r#"[{"name":"a","interface":"eth1"},{"name":"b","namespace":"x","interface":"eth2"},{"name":"c","interface":"eth3"}]"#
@@ -663,16 +674,14 @@ mod tests {
 
     #[test]
     fn multus_add_to_a_pod_without_networks_guards_with_the_resource_version() {
-        let p = add_patch(
+        let p = added(
             Dialect::Multus,
             Kind::Pod,
             &multus_pod(None),
-            "demo",
-            &spec("eth1", "a"),
-        )
-        .unwrap();
+            &NicSpec::new("eth1", "a"),
+        );
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/metadata/resourceVersion", "value": "41"},
                 {"op": "add", "path": "/metadata/annotations", "value": {}},
@@ -685,31 +694,24 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove(NETS);
-        let p = add_patch(Dialect::Multus, Kind::Pod, &pod, "demo", &spec("eth1", "a")).unwrap();
-        assert_eq!(p.0.len(), 2, "{p}");
+        let p = added(Dialect::Multus, Kind::Pod, &pod, &NicSpec::new("eth1", "a"));
+        assert_eq!(p.as_array().unwrap().len(), 2, "{p}");
         assert_eq!(
-            patch_json(&p)[1]["path"],
+            p[1]["path"],
             "/metadata/annotations/k8s.v1.cni.cncf.io~1networks"
         );
     }
 
     #[test]
     fn kubevirt_add_tests_both_lists_and_appends_a_bridge_interface_and_its_network() {
-        let mut s = spec("dyn1", "other/bridge-b");
+        let mut s = NicSpec::new("dyn1", "other/bridge-b");
         s.mac = Some("02:00:00:00:00:c1".parse().unwrap());
         let obj = vm();
-        let p = add_patch(
-            Dialect::VirtualMachine,
-            Kind::VirtualMachine,
-            &obj,
-            "demo",
-            &s,
-        )
-        .unwrap();
+        let p = added(Dialect::VirtualMachine, Kind::VirtualMachine, &obj, &s);
         let ifaces = &obj["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"];
         let nets = &obj["spec"]["template"]["spec"]["networks"];
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/spec/template/spec/domain/devices/interfaces", "value": ifaces},
                 {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/-",
@@ -727,16 +729,14 @@ mod tests {
             "metadata": {"name": "i", "namespace": "demo", "resourceVersion": "9"},
             "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}},
                 "networks": null}});
-        let p = add_patch(
+        let p = added(
             Dialect::VirtualMachineInstance,
             Kind::VirtualMachineInstance,
             &vmi,
-            "demo",
-            &spec("n1", "net"),
-        )
-        .unwrap();
+            &NicSpec::new("n1", "net"),
+        );
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/spec/domain/devices/interfaces",
                  "value": [{"name": "default", "masquerade": {}}]},
@@ -748,16 +748,14 @@ mod tests {
         );
         let bare = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": "i", "resourceVersion": "9"}, "spec": {}});
-        let p = add_patch(
+        let p = added(
             Dialect::VirtualMachineInstance,
             Kind::VirtualMachineInstance,
             &bare,
-            "demo",
-            &spec("n1", "net"),
-        )
-        .unwrap();
+            &NicSpec::new("n1", "net"),
+        );
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/metadata/resourceVersion", "value": "9"},
                 {"op": "add", "path": "/spec/domain",
@@ -771,13 +769,13 @@ mod tests {
     #[test]
     fn arktos_add_appends_to_spec_nics_and_the_mac_map() {
         let obj = arktos();
-        let mut s = spec("eth2", "subnet-b");
+        let mut s = NicSpec::new("eth2", "subnet-b");
         s.port_id = Some("p2".into());
         s.ips = vec!["10.0.0.7".into()];
         s.mac = Some("02:00:00:00:00:b2".parse().unwrap());
-        let p = add_patch(Dialect::Arktos, Kind::Pod, &obj, "demo", &s).unwrap();
+        let p = added(Dialect::Arktos, Kind::Pod, &obj, &s);
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/spec/nics", "value": obj["spec"]["nics"]},
                 {"op": "add", "path": "/spec/nics/-",
@@ -793,7 +791,7 @@ mod tests {
             Kind::Pod,
             &obj,
             "demo",
-            &spec("eth2", "ns/x"),
+            &NicSpec::new("eth2", "ns/x"),
         );
         assert!(matches!(e, Err(EditError::Usage(_))), "{e:?}");
         let e = add_patch(Dialect::Multus, Kind::Pod, &multus_pod(None), "demo", &s);
@@ -803,17 +801,9 @@ mod tests {
     #[test]
     fn remove_patches_per_dialect() {
         let raw = r#"[{"name":"a","interface":"eth1"},{"name":"b","interface":"eth2"}]"#;
-        let p = remove_patch(
-            Dialect::Multus,
-            Kind::Pod,
-            &multus_pod(Some(raw)),
-            "demo",
-            "eth1",
-        )
-        .unwrap()
-        .unwrap();
+        let p = removed(Dialect::Multus, Kind::Pod, &multus_pod(Some(raw)), "eth1");
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/metadata/annotations/k8s.v1.cni.cncf.io~1networks", "value": raw},
                 {"op": "replace", "path": "/metadata/annotations/k8s.v1.cni.cncf.io~1networks",
@@ -821,29 +811,24 @@ mod tests {
             ])
         );
         let obj = arktos();
-        let p = remove_patch(Dialect::Arktos, Kind::Pod, &obj, "demo", "eth1")
-            .unwrap()
-            .unwrap();
+        let p = removed(Dialect::Arktos, Kind::Pod, &obj, "eth1");
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/spec/nics/1", "value": obj["spec"]["nics"][1]},
                 {"op": "remove", "path": "/spec/nics/1"}
             ])
         );
         let obj = vm();
-        let p = remove_patch(
+        let p = removed(
             Dialect::VirtualMachine,
             Kind::VirtualMachine,
             &obj,
-            "demo",
             "secondary",
-        )
-        .unwrap()
-        .unwrap();
+        );
         let iface = &obj["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"][1];
         assert_eq!(
-            patch_json(&p),
+            p,
             json!([
                 {"op": "test", "path": "/spec/template/spec/domain/devices/interfaces/1", "value": iface},
                 {"op": "add", "path": "/spec/template/spec/domain/devices/interfaces/1/state", "value": "absent"}
@@ -897,7 +882,7 @@ mod tests {
             Kind::Pod,
             &multus_pod(Some(raw)),
             "demo",
-            &spec("eth1", "b"),
+            &NicSpec::new("eth1", "b"),
         )
         .unwrap_err();
         let EditError::Refused { causes, .. } = e else {
@@ -910,13 +895,19 @@ mod tests {
         // Capacity: 2 slots, eth0 + eth1 in use.
         let mut full = multus_pod(Some(raw));
         full["metadata"]["annotations"]["hotnic.io/interface-capacity"] = json!("2");
-        let e = plan_add(Kind::Pod, &full, "demo", &spec("eth2", "b")).unwrap_err();
+        let e = plan_add(Kind::Pod, &full, "demo", &NicSpec::new("eth2", "b")).unwrap_err();
         assert!(
             matches!(&e, EditError::Refused { causes, .. } if causes[0].contains("interface capacity 2 reached")),
             "{e:?}"
         );
         // Allowed: the edited object reads back with the new NIC.
-        let plan = plan_add(Kind::VirtualMachine, &vm(), "demo", &spec("dyn1", "n")).unwrap();
+        let plan = plan_add(
+            Kind::VirtualMachine,
+            &vm(),
+            "demo",
+            &NicSpec::new("dyn1", "n"),
+        )
+        .unwrap();
         let w = dialect::read(plan.dialect, &plan.edited, "demo");
         let nic = w.by_name("dyn1").unwrap();
         assert_eq!(nic.method.as_deref(), Some("bridge"));
@@ -927,7 +918,7 @@ mod tests {
     fn a_patch_built_on_a_stale_read_does_not_apply() {
         let raw = r#"[{"name":"a","interface":"eth1"}]"#;
         let read = multus_pod(Some(raw));
-        let p = plan_add(Kind::Pod, &read, "demo", &spec("eth2", "b"))
+        let p = plan_add(Kind::Pod, &read, "demo", &NicSpec::new("eth2", "b"))
             .unwrap()
             .patch;
         // Another writer added eth3 in between.
@@ -939,7 +930,7 @@ mod tests {
         assert_eq!(now, before, "a failed patch changes nothing");
         // Same for KubeVirt (a concurrent unplug) and for a created annotation (rv moved on).
         let read = vm();
-        let p = plan_add(Kind::VirtualMachine, &read, "demo", &spec("d", "n"))
+        let p = plan_add(Kind::VirtualMachine, &read, "demo", &NicSpec::new("d", "n"))
             .unwrap()
             .patch;
         let mut now = read.clone();
@@ -947,7 +938,7 @@ mod tests {
             json!("absent");
         assert!(json_patch::patch(&mut now, &p.0).is_err());
         let read = multus_pod(None);
-        let p = plan_add(Kind::Pod, &read, "demo", &spec("eth1", "a"))
+        let p = plan_add(Kind::Pod, &read, "demo", &NicSpec::new("eth1", "a"))
             .unwrap()
             .patch;
         let mut now = read.clone();

@@ -21,7 +21,7 @@ pub mod target;
 
 pub use args::{NicArgs, PluginCli};
 
-use args::{AddArgs, DryRun, ListArgs, NicCommand, Output, RemoveArgs, Shell};
+use args::{AddArgs, DryRun, EditFlags, ListArgs, NicCommand, Output, RemoveArgs, Shell};
 use client::{Applied, NicError, Session};
 use edit::{NicSpec, Plan};
 use serde_json::Value;
@@ -56,18 +56,18 @@ pub fn execute(args: &NicArgs) -> Result<String, NicError> {
     match &args.command {
         NicCommand::Completion(c) => Ok(completion(c.shell)),
         NicCommand::List(l) if l.filename.is_some() => list_file(args, l),
-        NicCommand::Add(a) if a.filename.is_some() => {
+        NicCommand::Add(a) if a.edit.filename.is_some() => {
             let spec = spec_of(a);
-            offline(args, a.filename.as_deref(), a.dry_run, |kind, obj, ns| {
+            offline(args, &a.edit, |kind, obj, ns| {
                 edit::plan_add(kind, obj, ns, &spec)
             })
-            .map(|(t, plan)| added(&t, &spec.name, a.dry_run, &plan, &plan.edited))
+            .map(|(t, plan)| added(&t, &spec.name, a.edit.dry_run, &plan, &plan.edited))
         }
-        NicCommand::Remove(r) if r.filename.is_some() => {
-            offline(args, r.filename.as_deref(), r.dry_run, |kind, obj, ns| {
+        NicCommand::Remove(r) if r.edit.filename.is_some() => {
+            offline(args, &r.edit, |kind, obj, ns| {
                 edit::plan_remove(kind, obj, ns, &r.name)
             })
-            .map(|(t, plan)| removed(&t, &r.name, r.dry_run, &plan, &plan.edited))
+            .map(|(t, plan)| removed(&t, &r.name, r.edit.dry_run, &plan, &plan.edited))
         }
         _ => runtime()?.block_on(online(args)),
     }
@@ -89,7 +89,7 @@ async fn online(args: &NicArgs) -> Result<String, NicError> {
             let t = target_of(l.target.as_ref())?;
             let obj = session.get(t).await?;
             let l2 = list::listing(t.kind, &obj, &session.namespace)?;
-            render_listing(&[l2], l.output)
+            render_listing(&l2, l.output)
         }
         NicCommand::Completion(c) => Ok(completion(c.shell)),
     }
@@ -119,11 +119,11 @@ pub async fn add(
     let spec = spec_of(a);
     let ns = session.namespace.clone();
     let build = |obj: &Value| edit::plan_add(t.kind, obj, &ns, &spec);
-    let applied = client::apply(session, t, a.dry_run, &build, before_patch).await?;
+    let applied = client::apply(session, t, a.edit.dry_run, &build, before_patch).await?;
     Ok(added(
         t,
         &spec.name,
-        a.dry_run,
+        a.edit.dry_run,
         &applied.plan,
         &applied.object,
     ))
@@ -139,23 +139,22 @@ pub async fn remove(
     let ns = session.namespace.clone();
     let build = |obj: &Value| edit::plan_remove(t.kind, obj, &ns, &r.name);
     let Applied { plan, object, .. } =
-        client::apply(session, t, r.dry_run, &build, before_patch).await?;
-    Ok(removed(t, &r.name, r.dry_run, &plan, &object))
+        client::apply(session, t, r.edit.dry_run, &build, before_patch).await?;
+    Ok(removed(t, &r.name, r.edit.dry_run, &plan, &object))
 }
 
 /// `add`/`remove -f FILE --dry-run=client`: the patch against the object in a file.
 fn offline(
     args: &NicArgs,
-    file: Option<&std::path::Path>,
-    dry_run: DryRun,
+    flags: &EditFlags,
     plan: impl Fn(crate::dialect::Kind, &Value, &str) -> Result<Plan, edit::EditError>,
 ) -> Result<(Target, Plan), NicError> {
-    if dry_run != DryRun::Client {
+    if flags.dry_run != DryRun::Client {
         return Err(NicError::Usage(
             "-f edits a file's object offline: give --dry-run=client (to change the cluster's object, name it as TYPE/NAME)".into(),
         ));
     }
-    let (kind, obj) = read_file(file.expect("checked by the caller"))?;
+    let (kind, obj) = read_file(flags.filename.as_deref().expect("checked by the caller"))?;
     let ns = args.kube.namespace.as_deref().unwrap_or("default");
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let p = plan(kind, &obj, ns)?;
@@ -179,39 +178,38 @@ fn list_file(args: &NicArgs, l: &ListArgs) -> Result<String, NicError> {
     let (kind, obj) = read_file(l.filename.as_deref().expect("matched on it"))?;
     let ns = args.kube.namespace.as_deref().unwrap_or("default");
     let listing = list::listing(kind, &obj, ns)?;
-    render_listing(&[listing], l.output)
+    render_listing(&listing, l.output)
 }
 
-fn render_listing(ls: &[list::Listing], output: Option<Output>) -> Result<String, NicError> {
-    let one = |l: &list::Listing| -> Result<String, NicError> {
-        Ok(match output {
-            None => list::render_table(l, false),
-            Some(Output::Wide) => list::render_table(l, true),
-            Some(Output::Json) => {
-                let mut s =
-                    serde_json::to_string_pretty(l).map_err(|e| NicError::Other(e.to_string()))?;
-                s.push('\n');
-                s
-            }
-            Some(Output::Yaml) => {
-                serde_yaml::to_string(l).map_err(|e| NicError::Other(e.to_string()))?
-            }
-        })
-    };
-    ls.iter().map(one).collect()
+fn render_listing(l: &list::Listing, output: Option<Output>) -> Result<String, NicError> {
+    Ok(match output {
+        None => list::render_table(l, false),
+        Some(Output::Wide) => list::render_table(l, true),
+        Some(Output::Json) => {
+            let mut s =
+                serde_json::to_string_pretty(l).map_err(|e| NicError::Other(e.to_string()))?;
+            s.push('\n');
+            s
+        }
+        Some(Output::Yaml) => {
+            serde_yaml::to_string(l).map_err(|e| NicError::Other(e.to_string()))?
+        }
+    })
 }
 
-/// The row of NIC `name` in `obj` as a one-row table (or a note when it is not there).
-fn nic_table(t: &Target, obj: &Value, name: &str) -> String {
+/// The listed row of NIC `name` in `obj`, if it is there.
+fn nic_row(t: &Target, obj: &Value, name: &str) -> Option<list::NicRow> {
     // Objects read from the cluster name their namespace; a file's object without one shows its
     // networks relative to "default" (only the display of `ns/net` depends on it).
-    match list::listing(t.kind, obj, "default") {
-        Ok(l) => match l.nics.iter().find(|r| r.name.as_deref() == Some(name)) {
-            Some(r) => format!("{}\n", list::rows_table(&[r], false)),
-            None => String::new(),
-        },
-        Err(_) => String::new(),
-    }
+    let l = list::listing(t.kind, obj, "default").ok()?;
+    l.nics.into_iter().find(|r| r.name.as_deref() == Some(name))
+}
+
+/// The row of NIC `name` in `obj` as a one-row table (nothing when it is not there).
+fn nic_table(t: &Target, obj: &Value, name: &str) -> String {
+    nic_row(t, obj, name).map_or(String::new(), |r| {
+        format!("{}\n", list::rows_table(&[&r], false))
+    })
 }
 
 fn patch_text(plan: &Plan) -> String {
@@ -228,10 +226,7 @@ fn added(t: &Target, name: &str, dry_run: DryRun, plan: &Plan, obj: &Value) -> S
             format!("{t}: {name} would be added (server dry run: admitted, not stored)\n{nic}")
         }
         DryRun::Client => {
-            let mac = list::listing(t.kind, obj, "default")
-                .ok()
-                .and_then(|l| l.nics.into_iter().find(|r| r.name.as_deref() == Some(name)))
-                .and_then(|r| r.mac);
+            let mac = nic_row(t, obj, name).and_then(|r| r.mac);
             let mac_note = match mac {
                 Some(_) => "",
                 None => "; hotnic's webhook assigns the MAC on admission",
@@ -253,16 +248,15 @@ fn removed(t: &Target, name: &str, dry_run: DryRun, plan: &Plan, obj: &Value) ->
     } else {
         "removed"
     };
+    let nic = nic_table(t, obj, name);
     match dry_run {
-        DryRun::None => format!("{t}: {name} {how}\n{}", nic_table(t, obj, name)),
-        DryRun::Server => format!(
-            "{t}: {name} would be {how} (server dry run: admitted, not stored)\n{}",
-            nic_table(t, obj, name)
-        ),
+        DryRun::None => format!("{t}: {name} {how}\n{nic}"),
+        DryRun::Server => {
+            format!("{t}: {name} would be {how} (server dry run: admitted, not stored)\n{nic}")
+        }
         DryRun::Client => format!(
-            "{}{t}: {name} would be {how} (client dry run: nothing sent)\n{}",
-            patch_text(plan),
-            nic_table(t, obj, name)
+            "{}{t}: {name} would be {how} (client dry run: nothing sent)\n{nic}",
+            patch_text(plan)
         ),
     }
 }
@@ -271,20 +265,11 @@ fn removed(t: &Target, name: &str, dry_run: DryRun, plan: &Plan, obj: &Value) ->
 pub fn completion(shell: Shell) -> String {
     use clap::CommandFactory;
     let mut cmd = PluginCli::command();
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+    };
     let mut buf = Vec::new();
-    match shell {
-        Shell::Bash => clap_complete::generate(
-            clap_complete::Shell::Bash,
-            &mut cmd,
-            "kubectl-hotnic",
-            &mut buf,
-        ),
-        Shell::Zsh => clap_complete::generate(
-            clap_complete::Shell::Zsh,
-            &mut cmd,
-            "kubectl-hotnic",
-            &mut buf,
-        ),
-    }
+    clap_complete::generate(shell, &mut cmd, "kubectl-hotnic", &mut buf);
     String::from_utf8_lossy(&buf).into_owned()
 }
