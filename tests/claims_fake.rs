@@ -35,13 +35,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use webhook_config::Hotnic;
+use webhook_config::{Hotnic, NETWORKS};
 
 const PODS: usize = 1_000;
 const CLIENTS: usize = 32;
 const NICS: usize = 3;
 const RANGE: &str = "02:00:00:00:00:00-02:00:00:00:0f:ff";
-const NETWORKS: &str = "k8s.v1.cni.cncf.io/networks";
 
 fn replica(kubeconfig: PathBuf, (cert, key): (PathBuf, PathBuf)) -> Hotnic {
     let kc = kubeconfig.clone();

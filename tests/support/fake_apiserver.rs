@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+pub use crate::kube_cluster::fake::kubeconfig;
+use crate::kube_cluster::fake::{serve, status};
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
@@ -34,12 +37,6 @@ struct Inner {
 pub struct Fake {
     inner: Arc<Mutex<Inner>>,
     tx: broadcast::Sender<(u64, String, Value)>,
-}
-
-fn status(code: u16, reason: &str, message: String) -> Response {
-    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                      "message": message, "reason": reason, "code": code});
-    (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
 }
 
 const NAD_KIND: &str = "NetworkAttachmentDefinition";
@@ -235,12 +232,7 @@ impl Fake {
                 )
             })
             .with_state(self.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(l, app).await.unwrap();
-        });
-        format!("http://{addr}")
+        serve(app).await
     }
 }
 
@@ -462,17 +454,4 @@ async fn create_event(State(f): State<Fake>, Path(ns): Path<String>, body: Bytes
     ev["metadata"]["namespace"] = json!(ns);
     inner.events.push(ev.clone());
     (StatusCode::CREATED, axum::Json(ev)).into_response()
-}
-
-/// A kubeconfig file pointing at `url` (plain HTTP, no auth).
-pub fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let p = dir.join("kubeconfig");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\n    namespace: default\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-    p
 }

@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
+pub use crate::kube_cluster::fake::kubeconfig;
+use crate::kube_cluster::fake::{serve, status};
+
 #[derive(Default)]
 struct Inner {
     rv: u64,
@@ -33,12 +36,6 @@ struct Inner {
 pub struct FakeClaims {
     inner: Arc<Mutex<Inner>>,
     tx: broadcast::Sender<(u64, &'static str, Value)>,
-}
-
-fn status(code: u16, reason: &str, message: String) -> Response {
-    let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
-                      "message": message, "reason": reason, "code": code});
-    (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
 }
 
 fn query(raw: &Option<String>, key: &str) -> Option<String> {
@@ -133,12 +130,7 @@ impl FakeClaims {
                 status(404, "NotFound", format!("the server could not find {uri}"))
             })
             .with_state(self.clone());
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(l, app).await.unwrap();
-        });
-        format!("http://{addr}")
+        serve(app).await
     }
 }
 
@@ -311,17 +303,4 @@ async fn patch(
     f.record(&mut inner, "MODIFIED", &mut cur);
     inner.claims.insert(name, cur.clone());
     axum::Json(cur).into_response()
-}
-
-/// A kubeconfig file pointing at `url` (plain HTTP, no auth).
-pub fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
-    let p = dir.join("kubeconfig");
-    std::fs::write(
-        &p,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
-    p
 }

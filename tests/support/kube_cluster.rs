@@ -635,3 +635,41 @@ impl KubeCluster {
         })
     }
 }
+
+/// What the in-test API servers (`fake_apiserver.rs`, `fake_claims.rs`) share: a `Status`
+/// answer, serving a router on a loopback port, a kubeconfig pointing at it.
+pub mod fake {
+    use axum::http::StatusCode;
+    use axum::response::{IntoResponse, Response};
+    use serde_json::json;
+
+    /// A `Status` object with `code`, as the API server answers a failure.
+    pub fn status(code: u16, reason: &str, message: String) -> Response {
+        let body = json!({"apiVersion": "v1", "kind": "Status", "metadata": {}, "status": "Failure",
+                          "message": message, "reason": reason, "code": code});
+        (StatusCode::from_u16(code).unwrap(), axum::Json(body)).into_response()
+    }
+
+    /// Serves `app` on a free loopback port; returns its `http://` URL.
+    pub async fn serve(app: axum::Router) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(l, app).await.unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    /// A kubeconfig file in `dir` pointing at `url` (plain HTTP, no auth).
+    pub fn kubeconfig(dir: &std::path::Path, url: &str) -> std::path::PathBuf {
+        let p = dir.join("kubeconfig");
+        std::fs::write(
+            &p,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\n    namespace: default\ncurrent-context: c\n"
+            ),
+        )
+        .unwrap();
+        p
+    }
+}
