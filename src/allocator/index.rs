@@ -150,15 +150,7 @@ mod tests {
         s.parse().unwrap()
     }
 
-    fn owner(name: &str) -> Owner {
-        Owner {
-            kind: "Pod".into(),
-            resource: "pods".into(),
-            namespace: "demo".into(),
-            name: Some(name.into()),
-            ..Owner::default()
-        }
-    }
+    use crate::allocator::test_pod as owner;
 
     #[test]
     fn scopes_are_separate_and_range_usage_counted() {

@@ -186,15 +186,7 @@ mod tests {
     use super::*;
     use futures::FutureExt;
 
-    fn pod(name: &str) -> Owner {
-        Owner {
-            kind: "Pod".into(),
-            resource: "pods".into(),
-            namespace: "demo".into(),
-            name: Some(name.into()),
-            ..Owner::default()
-        }
-    }
+    use crate::allocator::test_pod as pod;
 
     fn small() -> MacRange {
         "02:00:00:00:00:01-02:00:00:00:00:04".parse().unwrap()

@@ -288,6 +288,18 @@ pub trait MacAllocator: Send + Sync {
     }
 }
 
+/// A named Pod in namespace `demo`: the owner the allocator unit tests claim for.
+#[cfg(test)]
+pub(crate) fn test_pod(name: &str) -> Owner {
+    Owner {
+        kind: "Pod".into(),
+        resource: "pods".into(),
+        namespace: "demo".into(),
+        name: Some(name.into()),
+        ..Owner::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
