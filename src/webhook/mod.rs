@@ -439,13 +439,7 @@ pub async fn start_until(cfg: Config, shutdown: Shutdown) -> Result<Running, Web
     }));
     tracing::info!(%addr, %admin_addr, subject = %info.subject, dns = ?info.dns, ips = ?info.ips, "hotnic webhook serving");
 
-    let app = routes::with_close_when_stopping(
-        routes::with_request_timeout(
-            routes::router(state.clone(), cfg.max_body_bytes),
-            cfg.limits.request_timeout,
-        ),
-        state.clone(),
-    );
+    let app = routes::router(state.clone(), cfg.max_body_bytes);
     let stop_accepting = {
         let state = state.clone();
         let delay = cfg.shutdown_delay;

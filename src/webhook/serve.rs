@@ -1,7 +1,7 @@
 //! The TLS listener: rustls handshakes in front of the runtime's hardened listener
 //! ([`crate::runtime::server`]: connection cap, handshake, header-read and idle timeouts, drain).
 
-use super::routes::AppState;
+use super::routes::{self, AppState};
 use crate::runtime::server::{self, Handshake};
 use axum::Router;
 use rustls::ServerConfig;
@@ -26,17 +26,24 @@ impl Handshake for Tls {
     }
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` resolves; then stops accepting, marks the
-/// state draining (new reviews get 503 + `Retry-After: 1`), and waits up to the drain timeout for
-/// open connections to finish what they are doing.
+/// Serves the admission router `reviews` over TLS on `listener`, in the webhook's HTTP layers
+/// (the request timeout: 408; `Connection: close` once stopping), until `shutdown` resolves; then
+/// stops accepting, marks the state draining (new reviews get 503 + `Retry-After: 1`), and waits
+/// up to the drain timeout for open connections to finish what they are doing. `hotnic webhook`
+/// serves `routes::router` here; the limit server (`examples/limit_server.rs`) a constant answer,
+/// so that both measure the same stack.
 pub async fn serve_tls(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
-    app: Router,
+    reviews: Router,
     state: Arc<AppState>,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let app = routes::with_close_when_stopping(
+        routes::with_request_timeout(reviews, limits.request_timeout),
+        state.clone(),
+    );
     server::serve(
         "webhook",
         listener,

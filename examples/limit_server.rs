@@ -1,0 +1,140 @@
+//! The limit server: `hotnic webhook`'s TLS + HTTP stack answering every review with a constant
+//! `allowed: true`. It is the ceiling no webhook on this stack can beat, measured side by side
+//! with hotnic by `bench/compare.sh` (issue 12).
+//!
+//! ```text
+//! cargo run --release --example limit_server -- --dev --log-format json   # 127.0.0.1:8443
+//! cargo run --release --example loadgen -- --expect constant --review create4
+//! ```
+//!
+//! Same as `hotnic webhook`: the flags (the very same `WebhookArgs`, so the same defaults and
+//! `--dev` certificates), the logging setup, the certificate store and rustls configuration
+//! (`webhook::tls`), the accept loop, limits and hyper settings with the webhook's HTTP layers
+//! (`webhook::serve::serve_tls`), the body limit and the body extractor. Different: the handler
+//! reads the body into a typed struct that keeps only `request.uid` (borrowed, the rest is
+//! skipped) and answers `{"response": {"uid": …, "allowed": true}}`; no policy, no metrics, no
+//! per-review log line, no admin listener (`--admin-listen` is accepted and ignored).
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use clap::Parser;
+use hotnic::allocator::InMemoryAllocator;
+use hotnic::policy::Policy;
+use hotnic::runtime::{Shutdown, Signals};
+use hotnic::webhook::metrics::Metrics;
+use hotnic::webhook::routes::AppState;
+use hotnic::webhook::tls::{self, CertStore};
+use hotnic::webhook::{Config, WebhookArgs, serve};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    name = "limit_server",
+    about = "hotnic's serving stack with a constant answer"
+)]
+struct Cli {
+    #[command(flatten)]
+    args: WebhookArgs,
+}
+
+/// The only part of an AdmissionReview the limit server reads.
+#[derive(Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(borrow)]
+    request: RequestIn<'a>,
+}
+
+#[derive(Deserialize)]
+struct RequestIn<'a> {
+    #[serde(borrow)]
+    uid: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+}
+
+/// `allowed: true` with the review's uid; 400 (as hotnic answers) for a body that is not one.
+async fn allow(body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return (e.status(), e.body_text()).into_response(),
+    };
+    match serde_json::from_slice::<ReviewIn>(&body) {
+        Ok(r) => axum::Json(ReviewOut {
+            api_version: "admission.k8s.io/v1",
+            kind: "AdmissionReview",
+            response: ResponseOut {
+                uid: &r.request.uid,
+                allowed: true,
+            },
+        })
+        .into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            format!("not an AdmissionReview: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse().args).await {
+        eprintln!("limit_server: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: WebhookArgs) -> anyhow::Result<()> {
+    hotnic::cli::init_logging(args.log_format);
+    let cfg = Config::from_args(&args)?;
+    let shutdown = Shutdown::new();
+    Signals::install()?.forward(shutdown.clone());
+    let store = Arc::new(CertStore::open(&cfg.tls_cert, &cfg.tls_key)?);
+    let tls = tls::server_config(store)?;
+    // Only its draining/stopping flags are used: the layers and the drain read them.
+    let state = AppState::new(
+        Policy::new(
+            cfg.policy.clone(),
+            Arc::new(InMemoryAllocator::new(cfg.mac_range)),
+        ),
+        Arc::new(Metrics::new()),
+    );
+    let listener = hotnic::runtime::server::bind(cfg.listen).await?;
+    let addr = listener.local_addr()?;
+    let reviews = Router::new()
+        .route("/mutate", post(allow))
+        .route("/validate", post(allow))
+        .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
+    tracing::info!(%addr, "limit server serving");
+    let stop = {
+        let state = state.clone();
+        let started = shutdown.started();
+        async move {
+            started.await;
+            state
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    serve::serve_tls(listener, tls, reviews, state, cfg.limits, stop).await;
+    tracing::info!("limit server stopped");
+    Ok(())
+}
