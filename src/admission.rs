@@ -3,13 +3,15 @@
 //! One parser, [`Review::parse`], for every review hotnic reads (the webhook and
 //! `hotnic check --review`), and one writer, [`response`].
 
+use crate::dialect::view::ObjectView;
 use crate::model::Rule;
 use crate::policy::{Denial, Operation, Outcome, Request};
 use base64::Engine;
 use kube::core::Status;
 use kube::core::response::{StatusCause, StatusDetails};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
+use std::borrow::Cow;
 
 /// `request.kind`: kube-core's type (the API server always sends group, version and kind).
 pub use kube::core::GroupVersionKind;
@@ -86,33 +88,132 @@ pub enum ResponseError {
 // What fits is kube-core's: `request.kind` is its `GroupVersionKind`, and a denial's `status` is
 // its `Status` with `details.causes`. hotnic's own extension is what goes into those standard
 // fields: every cause with its field path and a message that says what to do instead.
+//
+// The webhook reads a review as [`ReviewView`]: the envelope's strings borrowed from the body and
+// each object decoded as the policy's view ([`crate::dialect::view`]), the rest skipped unread.
 #[derive(Deserialize)]
-struct RawReview {
-    #[serde(rename = "apiVersion", default)]
-    api_version: String,
-    #[serde(default)]
-    kind: String,
-    request: Option<RawRequest>,
+#[serde(bound(deserialize = "O: Deserialize<'de> + Default"))]
+struct RawReview<'a, O> {
+    #[serde(rename = "apiVersion", default, borrow)]
+    api_version: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    request: Option<RawRequest<'a, O>>,
+}
+
+/// `request.kind`: group, version and kind, each required (as in kube-core's
+/// `GroupVersionKind`).
+#[derive(Deserialize)]
+struct RawKind<'a> {
+    #[serde(borrow)]
+    group: Cow<'a, str>,
+    #[serde(borrow)]
+    version: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawRequest {
-    #[serde(default)]
-    uid: String,
-    kind: GroupVersionKind,
-    #[serde(default)]
-    namespace: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    operation: String,
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "O: Deserialize<'de> + Default")
+)]
+struct RawRequest<'a, O> {
+    #[serde(default, borrow)]
+    uid: Cow<'a, str>,
+    #[serde(borrow)]
+    kind: RawKind<'a>,
+    #[serde(default, borrow)]
+    namespace: Cow<'a, str>,
+    #[serde(default, borrow)]
+    name: Cow<'a, str>,
+    #[serde(default, borrow)]
+    operation: Cow<'a, str>,
     #[serde(default)]
     dry_run: Option<bool>,
     #[serde(default)]
-    object: Value,
+    object: O,
     #[serde(default)]
-    old_object: Value,
+    old_object: O,
+}
+
+/// The envelope checks, the same for both ways of reading a review: the request and its
+/// operation.
+fn envelope<'a, O: Deserialize<'a> + Default>(
+    body: &'a [u8],
+) -> Result<(RawRequest<'a, O>, Operation), ReviewError> {
+    let raw: RawReview<'a, O> =
+        serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
+    if raw.api_version != API_VERSION {
+        return Err(ReviewError::ApiVersion(raw.api_version.into_owned()));
+    }
+    if raw.kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(raw.kind.into_owned()));
+    }
+    let r = raw.request.ok_or(ReviewError::NoRequest)?;
+    if r.uid.is_empty() {
+        return Err(ReviewError::Field("uid is missing".into()));
+    }
+    let operation = Operation::parse(&r.operation)
+        .ok_or_else(|| ReviewError::Field(format!("operation {:?} is unknown", r.operation)))?;
+    Ok((r, operation))
+}
+
+/// One admission request as the webhook reads it: strings borrowed from the body, each object
+/// decoded as the policy's view (only what the policy reads; see [`crate::dialect::view`]).
+#[derive(Debug, Clone)]
+pub struct ReviewView<'a> {
+    /// `request.uid`, echoed in the response.
+    pub uid: Cow<'a, str>,
+    /// `request.kind.group`.
+    pub group: Cow<'a, str>,
+    /// `request.kind.kind`.
+    pub kind: Cow<'a, str>,
+    /// Namespace.
+    pub namespace: Cow<'a, str>,
+    /// Name (empty for `generateName` on the mutating CREATE).
+    pub name: Cow<'a, str>,
+    /// Operation.
+    pub operation: Operation,
+    /// `request.dryRun`.
+    pub dry_run: bool,
+    /// The new object's view (`Null` for DELETE).
+    pub object: Value,
+    /// The old object's view (`Null` for CREATE).
+    pub old_object: Value,
+}
+
+impl<'a> ReviewView<'a> {
+    /// Parses an AdmissionReview body with the checks of [`Review::parse`].
+    pub fn parse(body: &'a [u8]) -> Result<Self, ReviewError> {
+        let (r, operation) = envelope::<ObjectView>(body)?;
+        Ok(ReviewView {
+            uid: r.uid,
+            group: r.kind.group,
+            kind: r.kind.kind,
+            namespace: r.namespace,
+            name: r.name,
+            operation,
+            dry_run: r.dry_run.unwrap_or(false),
+            object: r.object.0,
+            old_object: r.old_object.0,
+        })
+    }
+
+    /// The policy's view of it.
+    pub fn as_request(&self) -> Request<'_> {
+        Request {
+            operation: self.operation,
+            dry_run: self.dry_run,
+            group: &self.group,
+            kind: &self.kind,
+            namespace: &self.namespace,
+            name: Some(self.name.as_ref()).filter(|n| !n.is_empty()),
+            object: &self.object,
+            old_object: Some(&self.old_object).filter(|o| !o.is_null()),
+        }
+    }
 }
 
 /// One admission request, owned.
@@ -140,25 +241,16 @@ impl Review {
     /// Parses an AdmissionReview body: `apiVersion` admission.k8s.io/v1, `kind` AdmissionReview,
     /// a `request` with a `uid`, a `kind` and a known `operation`.
     pub fn parse(body: &[u8]) -> Result<Self, ReviewError> {
-        let raw: RawReview =
-            serde_json::from_slice(body).map_err(|e| ReviewError::Json(e.to_string()))?;
-        if raw.api_version != API_VERSION {
-            return Err(ReviewError::ApiVersion(raw.api_version));
-        }
-        if raw.kind != "AdmissionReview" {
-            return Err(ReviewError::Kind(raw.kind));
-        }
-        let r = raw.request.ok_or(ReviewError::NoRequest)?;
-        if r.uid.is_empty() {
-            return Err(ReviewError::Field("uid is missing".into()));
-        }
-        let operation = Operation::parse(&r.operation)
-            .ok_or_else(|| ReviewError::Field(format!("operation {:?} is unknown", r.operation)))?;
+        let (r, operation) = envelope::<Value>(body)?;
         Ok(Review {
-            uid: r.uid,
-            kind: r.kind,
-            namespace: r.namespace,
-            name: r.name,
+            uid: r.uid.into_owned(),
+            kind: GroupVersionKind {
+                group: r.kind.group.into_owned(),
+                version: r.kind.version.into_owned(),
+                kind: r.kind.kind.into_owned(),
+            },
+            namespace: r.namespace.into_owned(),
+            name: r.name.into_owned(),
             operation,
             dry_run: r.dry_run.unwrap_or(false),
             object: r.object,
@@ -185,23 +277,68 @@ impl Review {
 /// only for [`Phase::Mutate`] and only when non-empty. A patch or status that cannot be
 /// serialised is an error (the caller answers 500), never an answer without it.
 pub fn response(uid: &str, phase: Phase, outcome: &Outcome) -> Result<Value, ResponseError> {
-    let mut resp = json!({"uid": uid, "allowed": outcome.is_allowed()});
+    serde_json::to_value(answer(uid, phase, outcome)?).map_err(ResponseError::Status)
+}
+
+/// [`response`] as the JSON bytes the webhook sends, written straight from the outcome.
+pub fn response_body(uid: &str, phase: Phase, outcome: &Outcome) -> Result<Vec<u8>, ResponseError> {
+    let answer = answer(uid, phase, outcome)?;
+    let mut out = Vec::with_capacity(256 + answer.response.patch.as_ref().map_or(0, String::len));
+    serde_json::to_writer(&mut out, &answer).map_err(ResponseError::Status)?;
+    Ok(out)
+}
+
+/// The AdmissionReview answer, in the order of its members on the wire.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: AnswerResponse<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AnswerResponse<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
+}
+
+fn answer<'a>(
+    uid: &'a str,
+    phase: Phase,
+    outcome: &'a Outcome,
+) -> Result<Answer<'a>, ResponseError> {
+    let mut resp = AnswerResponse {
+        uid,
+        allowed: outcome.is_allowed(),
+        patch_type: None,
+        patch: None,
+        status: None,
+        warnings: outcome.warnings(),
+    };
     match outcome {
         Outcome::Allowed { patch, .. } => {
             if phase == Phase::Mutate && !patch.0.is_empty() {
-                resp["patchType"] = json!("JSONPatch");
-                resp["patch"] = json!(encode_patch(patch)?);
+                resp.patch_type = Some("JSONPatch");
+                resp.patch = Some(encode_patch(patch)?);
             }
         }
-        Outcome::Denied(d) => {
-            resp["status"] = serde_json::to_value(status(d)).map_err(ResponseError::Status)?;
-        }
+        Outcome::Denied(d) => resp.status = Some(status(d)),
     }
-    let warnings = outcome.warnings();
-    if !warnings.is_empty() {
-        resp["warnings"] = json!(warnings);
-    }
-    Ok(json!({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": resp}))
+    Ok(Answer {
+        api_version: API_VERSION,
+        kind: "AdmissionReview",
+        response: resp,
+    })
 }
 
 /// A patch as the response carries it: its JSON, base64-encoded.
@@ -244,6 +381,7 @@ mod tests {
     use super::*;
     use crate::allocator::MacRange;
     use crate::policy::Policy;
+    use serde_json::json;
 
     fn patch() -> json_patch::Patch {
         serde_json::from_value(json!([{"op": "add", "path": "/metadata/labels", "value": {}}]))

@@ -38,14 +38,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// The writer thread's guard: dropping it writes out the queued lines.
+static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+    std::sync::Mutex::new(None);
+
 /// Sets up tracing to stderr (filter from `RUST_LOG`, default `info`). Safe to call twice.
+/// Lines are written by a thread of their own, so a review never waits for stderr; none is
+/// dropped (a full queue makes the logger wait); [`flush_logs`] before exiting.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("hotnic-log")
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -54,6 +64,14 @@ pub fn init_logging(format: LogFormat) {
             .with_span_list(false)
             .try_init(),
     };
+    if installed.is_ok() {
+        *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    }
+}
+
+/// Writes out the log lines still queued; call before the process exits.
+pub fn flush_logs() {
+    drop(LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()).take());
 }
 
 /// Parses `250ms`, `10s`, `2m` or a bare number of seconds.

@@ -38,6 +38,7 @@ fn main() {
             report(runtime().and_then(|rt| Ok(rt.block_on(hotnic::webhook::run(args))?)))
         }
     };
+    hotnic::cli::flush_logs();
     std::process::exit(code);
 }
 

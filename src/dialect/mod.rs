@@ -5,6 +5,7 @@ pub mod annotations;
 pub mod arktos;
 pub mod kubevirt;
 pub mod multus;
+pub mod view;
 
 use crate::model::{Dialect, Field, Finding, Mac, Syntax, Workload};
 pub use annotations::PatchBuilder;

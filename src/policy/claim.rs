@@ -34,39 +34,72 @@ fn failed(path: &str, e: &AllocError, hint: &str) -> Cause {
     Cause::new(Rule::Allocation, path, format!("{}; {hint}", Chain(e)))
 }
 
-/// When the validating phase would deny the request as mutated by `plan`, the mutation's answer
-/// (new MACs picked without claiming them); `None` when it would admit it (or there is nothing to
-/// claim, or no candidate to judge with: then claiming says why).
-pub(super) fn doomed(p: &Policy, req: &Request<'_>, s: &Subject, plan: &Plan) -> Option<Outcome> {
+/// The first round of new MACs, and the answer the mutation gives with them, judged by the
+/// validating phase's rules before anything is claimed.
+pub(super) struct Proposal {
+    /// A candidate for each NIC of `plan.inject`, in that order.
+    macs: Vec<(usize, Mac)>,
+    /// The mutation's answer once they are claimed.
+    outcome: Outcome,
+}
+
+impl Proposal {
+    /// The answer, for when every proposed MAC was claimed.
+    pub(super) fn into_outcome(self) -> Outcome {
+        self.outcome
+    }
+}
+
+/// Picks the first round of candidates (once: the claims use the same ones) and judges the
+/// request as mutated with them. `Err`: the validating phase would deny it; the answer (with
+/// free-looking MACs) claims nothing. `Ok(None)`: nothing to claim, or no candidate to judge
+/// with (then claiming says why). Only the patched new object is read again; the old one is as
+/// read before.
+pub(super) fn propose(
+    p: &Policy,
+    req: &Request<'_>,
+    s: &mut Subject,
+    plan: &Plan,
+) -> Result<Option<Proposal>, Outcome> {
     if plan.claim.is_empty() && plan.inject.is_empty() {
-        return None;
+        return Ok(None);
+    }
+    let mode = p.allocator.scope_mode();
+    let mut macs = Vec::with_capacity(plan.inject.len());
+    for &i in &plan.inject {
+        let taken = |m: Mac| plan.taken.contains(&m) || macs.iter().any(|&(_, n)| n == m);
+        let Ok(mac) = p
+            .allocator
+            .candidate(&mode.scope_of(&s.new.nics[i]), &taken, req.dry_run)
+        else {
+            return Ok(None);
+        };
+        macs.push((i, mac));
     }
     let mut preview = plan.clone();
-    let mode = p.allocator.scope_mode();
-    for &i in &plan.inject {
-        let taken = |m: Mac| preview.taken.contains(&m);
-        let mac = p
-            .allocator
-            .candidate(&mode.scope_of(&s.new.nics[i]), &taken, true)
-            .ok()?;
-        preview.taken.insert(mac);
-        preview.assigned.push((i, mac));
-    }
+    preview.assigned.extend_from_slice(&macs);
     let outcome = super::mutate::finish(p, req, s, preview);
-    let mut object = req.object.clone();
-    json_patch::patch(&mut object, &outcome.patch()?.0).ok()?;
-    let judged = Request {
-        object: &object,
-        ..*req
+    let Some(patch) = outcome.patch() else {
+        return Ok(None);
     };
-    let after = Policy::subject(&judged).ok()?;
-    let causes = rules::check(&judged, &after, &HashMap::new());
-    (!causes.is_empty()).then_some(outcome)
+    let mut object = req.object.clone();
+    if json_patch::patch(&mut object, &patch.0).is_err() {
+        return Ok(None);
+    }
+    let after = crate::dialect::read(s.new.dialect, &object, req.namespace);
+    let before = std::mem::replace(&mut s.new, after);
+    let causes = rules::check(req, s, &HashMap::new());
+    s.new = before;
+    if causes.is_empty() {
+        Ok(Some(Proposal { macs, outcome }))
+    } else {
+        Err(outcome)
+    }
 }
 
 /// Claims every MAC of the plan: the given ones on new NICs (another holder: denied at that NIC),
-/// then a new one for each NIC that needs one (a candidate claimed meanwhile by another object is
-/// skipped and the next one tried). The claims of one round go out together, so a review with
+/// then a new one for each NIC that needs one, the proposal's first (a candidate claimed
+/// meanwhile by another object is skipped and the next one tried). The claims of one round go out together, so a review with
 /// several NICs waits for one round trip, not one per NIC. Injected MACs go into
 /// `plan.assigned`.
 pub(super) async fn claim_all(
@@ -74,6 +107,7 @@ pub(super) async fn claim_all(
     req: &Request<'_>,
     s: &Subject,
     plan: &mut Plan,
+    proposal: Option<&Proposal>,
 ) -> Result<ClaimStats, (Denial, ClaimStats)> {
     let mut stats = ClaimStats::default();
     if plan.claim.is_empty() && plan.inject.is_empty() {
@@ -147,6 +181,39 @@ pub(super) async fn claim_all(
     let mut avoid: HashSet<Mac> = HashSet::new();
     let mut pending: Vec<usize> = plan.inject.clone();
     let mut rounds = 0;
+    // The first round claims the proposal's candidates.
+    if let Some(first) = proposal.filter(|p| !p.macs.is_empty()) {
+        stats.claims += first.macs.len() as u32;
+        let round = first
+            .macs
+            .iter()
+            .map(|&(i, mac)| claim(i, mac, mode.scope_of(&nics[i])));
+        let mut retry = Vec::new();
+        for (i, mac, _, r) in futures::future::join_all(round).await {
+            match r {
+                Ok(()) => {
+                    plan.taken.insert(mac);
+                    plan.assigned.push((i, mac));
+                }
+                Err(ClaimError::Conflict { .. }) => {
+                    stats.conflicts += 1;
+                    retry.push(i);
+                }
+                Err(ClaimError::Alloc(e)) => {
+                    causes.push(failed(
+                        &nics[i].mac_path,
+                        &e,
+                        "retry, or set a MAC yourself",
+                    ));
+                }
+            }
+        }
+        if !causes.is_empty() {
+            return finish(stats, causes);
+        }
+        rounds += 1;
+        pending = retry;
+    }
     while !pending.is_empty() {
         let mut round = Vec::with_capacity(pending.len());
         for &i in &pending {

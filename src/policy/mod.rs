@@ -324,14 +324,21 @@ impl Policy {
         };
         // Claims are made only for requests the validating phase will admit: one it will deny
         // gets its answer (with free-looking MACs) and claims nothing.
-        if let Some(doomed) = claim::doomed(self, req, &subject, &plan) {
-            return (doomed, ClaimStats::default());
-        }
-        let stats = match claim::claim_all(self, req, &subject, &mut plan).await {
+        let proposal = match claim::propose(self, req, &mut subject, &plan) {
+            Ok(p) => p,
+            Err(doomed) => return (doomed, ClaimStats::default()),
+        };
+        let stats = match claim::claim_all(self, req, &subject, &mut plan, proposal.as_ref()).await
+        {
             Ok(stats) => stats,
             Err((denial, stats)) => return (Outcome::Denied(denial), stats),
         };
-        (mutate::finish(self, req, &subject, plan), stats)
+        // Every proposed MAC claimed: the answer judged is the answer.
+        let outcome = match proposal {
+            Some(p) if stats.conflicts == 0 => p.into_outcome(),
+            _ => mutate::finish(self, req, &subject, plan),
+        };
+        (outcome, stats)
     }
 
     /// Validates: runs every rule and denies with all causes found; once allowed, binds the

@@ -14,7 +14,7 @@ pub struct ReviewLabels {
     /// `mutate` or `validate`.
     pub endpoint: &'static str,
     /// Object kind (`Pod`, `VirtualMachine`, …; `invalid` for unreadable bodies).
-    pub kind: String,
+    pub kind: &'static str,
     /// CREATE, UPDATE, …
     pub operation: &'static str,
     /// `allowed`, `denied` or `error`.

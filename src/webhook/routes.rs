@@ -1,7 +1,7 @@
 //! The admission routes: a thin layer over the pure policy (`POST /mutate`, `POST /validate`).
 
 use super::metrics::{EndpointLabels, Metrics, ReviewLabels, RuleLabels};
-use crate::admission::{Phase, Review, response};
+use crate::admission::{Phase, ReviewView, response_body};
 use crate::dialect;
 use crate::policy::{Outcome, Policy};
 use axum::Router;
@@ -15,7 +15,6 @@ use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
-use tracing::Instrument;
 
 /// What the routes share.
 #[derive(Debug)]
@@ -151,7 +150,7 @@ async fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>)
             .reviews
             .get_or_create(&ReviewLabels {
                 endpoint,
-                kind: "invalid".into(),
+                kind: "invalid",
                 operation: "",
                 verdict: "error",
             })
@@ -163,30 +162,19 @@ async fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>)
         Ok(b) => b,
         Err(e) => return invalid(e.status(), e.body_text()),
     };
-    let review = match Review::parse(&body) {
+    let review = match ReviewView::parse(&body) {
         Ok(r) => r,
         Err(e) => return invalid(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let span = tracing::info_span!(
-        "review",
-        uid = %review.uid,
-        endpoint,
-        kind = %review.kind.kind,
-        namespace = %review.namespace,
-        object_name = %review.name,
-        operation = review.operation.as_str(),
-        dry_run = review.dry_run,
-        verdict = tracing::field::Empty,
-        latency_us = tracing::field::Empty,
-    );
-    answer(s, phase, &review, start).instrument(span).await
+    answer(s, phase, &review, start).await
 }
 
-/// Decides (claiming MACs on /mutate), records metrics, answers; inside the review's span.
-async fn answer(s: &AppState, phase: Phase, review: &Review, start: Instant) -> Response {
+/// Decides (claiming MACs on /mutate), records metrics, answers, and logs the one line of the
+/// review: its `review` span, made once the verdict is known (so its fields are written once,
+/// never re-recorded), and the event in it.
+async fn answer(s: &AppState, phase: Phase, review: &ReviewView<'_>, start: Instant) -> Response {
     let metrics = &s.metrics;
     let endpoint = phase.as_str();
-    let span = tracing::Span::current();
     let request = review.as_request();
     let outcome = match phase {
         Phase::Mutate => {
@@ -200,20 +188,18 @@ async fn answer(s: &AppState, phase: Phase, review: &Review, start: Instant) -> 
         }
         Phase::Validate => s.policy.validate_async(&request).await,
     };
-    let answer = response(&review.uid, phase, &outcome);
+    let answer = response_body(&review.uid, phase, &outcome);
     let verdict = match (&answer, outcome.is_allowed()) {
         (Err(_), _) => "error",
         (Ok(_), true) => "allowed",
         (Ok(_), false) => "denied",
     };
     let elapsed = start.elapsed();
-    span.record("verdict", verdict);
-    span.record("latency_us", elapsed.as_micros() as u64);
     metrics
         .reviews
         .get_or_create(&ReviewLabels {
             endpoint,
-            kind: kind_label(&review.kind.group, &review.kind.kind).into(),
+            kind: kind_label(&review.group, &review.kind),
             operation: review.operation.as_str(),
             verdict,
         })
@@ -222,6 +208,19 @@ async fn answer(s: &AppState, phase: Phase, review: &Review, start: Instant) -> 
         .latency
         .get_or_create(&EndpointLabels { endpoint })
         .observe(elapsed.as_secs_f64());
+    let span = tracing::info_span!(
+        "review",
+        uid = %review.uid,
+        endpoint,
+        kind = %review.kind,
+        namespace = %review.namespace,
+        object_name = %review.name,
+        operation = review.operation.as_str(),
+        dry_run = review.dry_run,
+        verdict,
+        latency_us = elapsed.as_micros() as u64,
+    );
+    let _in_span = span.enter();
     let body = match answer {
         Ok(body) => body,
         Err(e) => {
@@ -248,5 +247,13 @@ async fn answer(s: &AppState, phase: Phase, review: &Review, start: Instant) -> 
         }
     }
     metrics.macs_held.set(s.policy.allocator().held() as u64);
-    (StatusCode::OK, axum::Json(body)).into_response()
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
