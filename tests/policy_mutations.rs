@@ -385,3 +385,50 @@ fn generate_name_pod_keeps_its_mac_into_the_validating_phase() {
         p.validate(&v.as_request())
     );
 }
+
+#[test]
+fn a_repeated_create_of_one_object_gets_its_macs_back_and_claims_nothing_more() {
+    // The in-memory allocator never sees deletions: the same object created again (a retried
+    // create, or the load generator's loop) must not pile up claims.
+    let p = policy();
+    let nics = json!([{"name": "a", "interface": "eth1"}, {"name": "b", "interface": "eth2"}]);
+    let first = admit(&p, &Req::create(multus(nics.clone())));
+    let held = p.allocator().held();
+    assert_eq!(held, 2);
+    for _ in 0..3 {
+        let again = admit(&p, &Req::create(multus(nics.clone())));
+        assert_eq!(
+            macs_of(Dialect::Multus, &again),
+            macs_of(Dialect::Multus, &first)
+        );
+        assert_eq!(p.allocator().held(), held);
+    }
+    // A hot-plug repeated: the plugged NIC gets its MAC back too.
+    let plugged = annotate(
+        first.clone(),
+        NETWORKS,
+        &json!([{"name": "a", "interface": "eth1"}, {"name": "b", "interface": "eth2"},
+            {"name": "c", "interface": "eth3"}])
+        .to_string(),
+    );
+    let plug = |p: &Policy| {
+        macs_of(
+            Dialect::Multus,
+            &admit(p, &Req::update(first.clone(), plugged.clone())),
+        )
+    };
+    let once = plug(&p);
+    assert_eq!(plug(&p), once);
+    assert_eq!(p.allocator().held(), held + 1);
+    // Another object with the same NICs gets MACs of its own.
+    let mut other = Req::create(multus(nics));
+    other.object["metadata"]["name"] = json!("other");
+    other.name = Some("other".into());
+    let o = admit(&p, &other);
+    assert!(
+        macs_of(Dialect::Multus, &o)
+            .iter()
+            .all(|(_, m)| macs_of(Dialect::Multus, &first).iter().all(|(_, f)| f != m))
+    );
+    assert_eq!(p.allocator().held(), held + 3);
+}

@@ -20,6 +20,11 @@ pub struct ClaimIndex {
     claims: HashMap<u64, u64>,
     scopes: HashMap<NetworkRef, u16>,
     in_range: usize,
+    /// Claims of addresses [`MacRange::next_fit`] could hand out, by scope id: a full scope is
+    /// answered at once, without a walk over the range.
+    usable: Vec<u64>,
+    /// How many addresses next-fit can hand out in each scope.
+    capacity: u64,
 }
 
 impl ClaimIndex {
@@ -30,6 +35,8 @@ impl ClaimIndex {
             claims: HashMap::new(),
             scopes: HashMap::new(),
             in_range: 0,
+            usable: vec![0],
+            capacity: range.usable_len(),
         }
     }
 
@@ -57,7 +64,15 @@ impl ClaimIndex {
         };
         let id = u16::try_from(self.scopes.len() + 1).map_err(|_| AllocError::TooManyScopes)?;
         self.scopes.insert(n.clone(), id);
+        self.usable.push(0);
         Ok(id)
+    }
+
+    /// Whether next-fit could hand `mac` out: in the range, locally administered unicast, not
+    /// `02:00:00:00:00:00`.
+    fn usable(&self, mac: Mac) -> bool {
+        let v = mac.to_u64();
+        self.range.contains(mac) && (v >> 40) & 0x03 == 0x02 && mac != Mac::MASQUERADE
     }
 
     fn key(id: u16, mac: Mac) -> u64 {
@@ -67,8 +82,13 @@ impl ClaimIndex {
     /// Records that `owner_fp` holds `mac` in `scope` (replacing any other holder).
     pub fn insert(&mut self, scope: &Scope, mac: Mac, owner_fp: u64) -> Result<(), AllocError> {
         let id = self.intern(scope)?;
-        if self.claims.insert(Self::key(id, mac), owner_fp).is_none() && self.range.contains(mac) {
-            self.in_range += 1;
+        if self.claims.insert(Self::key(id, mac), owner_fp).is_none() {
+            if self.range.contains(mac) {
+                self.in_range += 1;
+            }
+            if self.usable(mac) {
+                self.usable[usize::from(id)] += 1;
+            }
         }
         Ok(())
     }
@@ -81,6 +101,9 @@ impl ClaimIndex {
         let gone = self.claims.remove(&Self::key(id, mac)).is_some();
         if gone && self.range.contains(mac) {
             self.in_range -= 1;
+        }
+        if gone && self.usable(mac) {
+            self.usable[usize::from(id)] -= 1;
         }
         gone
     }
@@ -106,10 +129,7 @@ impl ClaimIndex {
         taken: &dyn Fn(Mac) -> bool,
     ) -> Option<Mac> {
         let id = self.scope_id(scope);
-        if id == Some(0)
-            && self.scopes.is_empty()
-            && self.in_range as u64 >= self.range.usable_len()
-        {
+        if id.is_some_and(|id| self.usable[usize::from(id)] >= self.capacity) {
             return None;
         }
         self.range
@@ -139,6 +159,7 @@ impl ClaimIndex {
     pub fn clear(&mut self) {
         self.claims.clear();
         self.in_range = 0;
+        self.usable.iter_mut().for_each(|n| *n = 0);
     }
 }
 
@@ -204,5 +225,21 @@ mod tests {
             ix.insert(&Scope::Cluster, mac(m), fp).unwrap();
         }
         assert_eq!(ix.next_free(&Scope::Cluster, start, &|_| false), None);
+        // A full network scope is answered at once (no walk: `taken` is never asked), and a
+        // release opens it again; claims outside the range do not count.
+        for m in [
+            "02:00:00:00:00:01",
+            "02:00:00:00:00:02",
+            "02:00:00:00:00:03",
+        ] {
+            ix.insert(&net, mac(m), fp).unwrap();
+        }
+        ix.insert(&net, mac("0a:00:00:00:00:01"), fp).unwrap();
+        assert_eq!(ix.next_free(&net, start, &|_| panic!("walked")), None);
+        assert!(ix.remove(&net, mac("02:00:00:00:00:02")));
+        assert_eq!(
+            ix.next_free(&net, start, &|_| false),
+            Some(mac("02:00:00:00:00:02"))
+        );
     }
 }

@@ -24,6 +24,8 @@ pub struct InMemoryAllocator {
 struct State {
     cursor: u64,
     held: HashMap<(Scope, Mac), Owner>,
+    /// The MAC each named NIC of an owner (by [`Owner::fingerprint`]) last claimed, per scope.
+    by_nic: HashMap<(u64, String, Scope), Mac>,
     in_range: usize,
 }
 
@@ -42,6 +44,7 @@ impl InMemoryAllocator {
             state: Mutex::new(State {
                 cursor: start,
                 held: HashMap::new(),
+                by_nic: HashMap::new(),
                 in_range: 0,
             }),
         }
@@ -86,6 +89,21 @@ impl MacAllocator for InMemoryAllocator {
             st.cursor = v + 1;
         }
         Ok(Mac::from_u64(v))
+    }
+
+    fn held_for(&self, owner: &Owner, nic: &str, scope: &Scope) -> Option<Mac> {
+        if nic.is_empty() {
+            return None;
+        }
+        let st = self.lock();
+        owner.identities().into_iter().flatten().find_map(|fp| {
+            let mac = *st.by_nic.get(&(fp, nic.to_string(), scope.clone()))?;
+            // Still this owner's (not released, not taken over).
+            st.held
+                .get(&(scope.clone(), mac))
+                .is_some_and(|h| h.same_object(owner))
+                .then_some(mac)
+        })
     }
 
     fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool {
@@ -133,6 +151,14 @@ impl MacAllocator for InMemoryAllocator {
                 Ok(())
             }
         };
+        if result.is_ok() && !req.dry_run && !req.nic.is_empty() {
+            let nic = (
+                req.owner.fingerprint(),
+                req.nic.to_string(),
+                req.scope.clone(),
+            );
+            st.by_nic.insert(nic, req.mac);
+        }
         Box::pin(std::future::ready(result))
     }
 
@@ -165,6 +191,7 @@ impl MacAllocator for InMemoryAllocator {
         let gone = st.held.get(&key).is_some_and(|h| h.same_object(owner));
         if gone {
             st.held.remove(&key);
+            st.by_nic.retain(|(_, _, s), m| !(*m == mac && s == scope));
             if self.range.contains(mac) {
                 st.in_range -= 1;
             }

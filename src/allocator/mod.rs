@@ -241,6 +241,15 @@ pub trait MacAllocator: Send + Sync {
         dry_run: bool,
     ) -> Result<Mac, AllocError>;
 
+    /// The MAC `owner`'s NIC `nic` already holds in `scope`, if the allocator keeps track (the
+    /// in-memory one does; the default says none). A repeated create of the same object, or a
+    /// NIC plugged again under its name, then gets that MAC back rather than a new one, so an
+    /// allocator that never sees deletions does not fill up with one object's MACs.
+    fn held_for(&self, owner: &Owner, nic: &str, scope: &Scope) -> Option<Mac> {
+        let _ = (owner, nic, scope);
+        None
+    }
+
     /// Whether, as far as the allocator knows now (its cache), an object other than `owner` holds
     /// `mac` in `scope`. Cheap; [`MacAllocator::holder`] tells who.
     fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool;

@@ -68,9 +68,15 @@ pub(super) fn propose(
     let mut macs = Vec::with_capacity(plan.inject.len());
     for &i in &plan.inject {
         let taken = |m: Mac| plan.taken.contains(&m) || macs.iter().any(|&(_, n)| n == m);
-        let Ok(mac) = p
-            .allocator
-            .candidate(&mode.scope_of(&s.new.nics[i]), &taken, req.dry_run)
+        let nic = &s.new.nics[i];
+        let scope = mode.scope_of(nic);
+        // The MAC this NIC of this object already holds, if the allocator knows it, else a new one.
+        let held = nic
+            .name
+            .as_deref()
+            .and_then(|name| p.allocator.held_for(&s.owner, name, &scope))
+            .filter(|&m| !taken(m));
+        let Some(mac) = held.or_else(|| p.allocator.candidate(&scope, &taken, req.dry_run).ok())
         else {
             return Ok(None);
         };
