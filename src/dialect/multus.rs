@@ -1,6 +1,7 @@
 //! Multus pods: the `k8s.v1.cni.cncf.io/networks` annotation (JSON list or short form).
 
 use super::annotations::{self, NETWORKS, PatchBuilder};
+use super::view::Key;
 use crate::model::{
     BindingField, Dialect, Fact, Field, Finding, Mac, NetworkRef, Nic, ShortForm, Syntax, Workload,
     index_path,
@@ -97,6 +98,148 @@ fn parse_short(entry: &str) -> Result<Value, ShortForm> {
     Ok(Value::Object(m))
 }
 
+/// What the reader needs of one element: each member it reads, as sent (`None`: absent; with
+/// a member given twice, the last one, as in a JSON object).
+#[derive(Debug, Default, PartialEq)]
+struct Element {
+    name: Option<Value>,
+    namespace: Option<Value>,
+    interface: Option<Value>,
+    mac: Option<Value>,
+    ips: Option<Value>,
+    claim_ref: bool,
+    default_route: Option<Value>,
+}
+
+impl Element {
+    fn from_map(m: &Map<String, Value>) -> Self {
+        let get = |k: &str| m.get(k).cloned();
+        Element {
+            name: get("name"),
+            namespace: get("namespace"),
+            interface: get("interface"),
+            mac: get("mac"),
+            ips: get("ips"),
+            claim_ref: m.contains_key("ipam-claim-reference"),
+            default_route: get("default-route"),
+        }
+    }
+}
+
+/// An element that is a JSON object, read member by member (no map built); anything else is
+/// `None`.
+struct MaybeElement(Option<Element>);
+
+impl<'de> serde::Deserialize<'de> for MaybeElement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = MaybeElement;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<MaybeElement, A::Error> {
+                let mut el = Element::default();
+                while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
+                    let slot = match key.as_ref() {
+                        "name" => &mut el.name,
+                        "namespace" => &mut el.namespace,
+                        "interface" => &mut el.interface,
+                        "mac" => &mut el.mac,
+                        "ips" => &mut el.ips,
+                        "default-route" => &mut el.default_route,
+                        other => {
+                            // Decoded (and dropped) as `Value` is, so that what it rejects
+                            // (a number out of range) is rejected here too.
+                            el.claim_ref |= other == "ipam-claim-reference";
+                            map.next_value::<Value>()?;
+                            continue;
+                        }
+                    };
+                    *slot = Some(map.next_value()?);
+                }
+                Ok(MaybeElement(Some(el)))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MaybeElement, A::Error> {
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(MaybeElement(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+            fn visit_unit<E>(self) -> Result<MaybeElement, E> {
+                Ok(MaybeElement(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The annotation's elements as the reader needs them (`None`: not an object), with the same
+/// problems [`parse_elements`] finds. The JSON form is decoded straight into [`Element`]s; the
+/// short form, and any JSON the fast path cannot take, go through [`parse_elements`].
+fn read_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
+    if let Some(text) = raw.as_str().map(str::trim)
+        && text.starts_with('[')
+        && let Ok(items) = serde_json::from_str::<Vec<MaybeElement>>(text)
+    {
+        let base = annotations::path(NETWORKS);
+        let problems = items
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.0.is_none())
+            .map(|(i, _)| Finding::new(index_path(&base, i), Syntax::NotAnObject))
+            .collect();
+        return (items.into_iter().map(|e| e.0).collect(), problems);
+    }
+    slow_elements(raw)
+}
+
+/// [`read_elements`] through [`parse_elements`].
+fn slow_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
+    let parsed = parse_elements(raw);
+    let items = parsed
+        .items
+        .iter()
+        .map(|v| v.as_object().map(Element::from_map))
+        .collect();
+    (items, parsed.problems)
+}
+
+/// A string member as the reader takes it: absent or `null` is `None`; any other non-string is
+/// a syntax finding at `{path}.{key}` and read as `None`.
+fn text(v: Option<Value>, key: &str, path: &str, findings: &mut Vec<Finding>) -> Option<String> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(other) => {
+            findings.push(Finding::new(
+                format!("{path}.{key}"),
+                Syntax::NotAString(other),
+            ));
+            None
+        }
+    }
+}
+
 /// Reads a Multus pod. The first NIC is the implicit primary (cluster default network, eth0).
 pub fn read(obj: &Value, namespace: &str) -> Workload {
     let mut w = Workload::new(Dialect::Multus);
@@ -124,35 +267,43 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         return w;
     };
     let base = annotations::path(NETWORKS);
-    let parsed = parse_elements(raw);
-    w.findings.extend(parsed.problems);
-    for (i, item) in parsed.items.iter().enumerate() {
-        let Some(el) = item.as_object() else { continue };
+    let (items, problems) = read_elements(raw);
+    w.findings.extend(problems);
+    for (i, el) in items.into_iter().enumerate() {
+        let Some(el) = el else { continue };
         let path = index_path(&base, i);
-        let field = |k: &str| format!("{path}.{k}");
-        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.findings);
-        let name = text("name");
-        let ns = text("namespace");
-        let ifname = text("interface");
-        let mac = text("mac").filter(|m| !m.is_empty());
+        let field = |k: &str| {
+            let mut f = String::with_capacity(path.len() + 1 + k.len());
+            f.push_str(&path);
+            f.push('.');
+            f.push_str(k);
+            f
+        };
+        let name = text(el.name, "name", &path, &mut w.findings);
+        let ns = text(el.namespace, "namespace", &path, &mut w.findings);
+        let ifname = text(el.interface, "interface", &path, &mut w.findings);
+        let mac = text(el.mac, "mac", &path, &mut w.findings).filter(|m| !m.is_empty());
         if name.as_deref().is_none_or(str::is_empty) {
             w.found(field("name"), Fact::NoNetworkName);
         }
-        let ips = match el.get("ips") {
+        let ips = match el.ips {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
+                .into_iter()
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    _ => None,
+                })
                 .collect(),
             Some(_) => {
                 w.found(field("ips"), Syntax::NotAListOfStrings);
                 Vec::new()
             }
         };
-        if !ips.is_empty() && el.contains_key("ipam-claim-reference") {
+        if !ips.is_empty() && el.claim_ref {
             w.found(field("ips"), Fact::IpsWithClaim);
         }
-        if el.get("default-route").is_some_and(|v| !v.is_null()) {
+        if el.default_route.is_some_and(|v| !v.is_null()) {
             w.found(field("default-route"), Fact::DefaultRoute);
         }
         let network_ns = ns.clone().unwrap_or_else(|| namespace.to_string());
@@ -251,6 +402,27 @@ mod tests {
         for bad in ["a,,b", "a@b@c", "a/b/c", "/x", "x@", "a,"] {
             assert!(!parse_elements(&json!(bad)).problems.is_empty(), "{bad}");
         }
+    }
+
+    #[test]
+    fn elements_read_straight_are_the_elements_parsed() {
+        for text in [
+            r#"[{"name":"a","interface":"eth1","mac":"02:00:00:00:00:01","x":{"y":[1,2]}}]"#,
+            r#"[{"name":"a","name":"b","namespace":null,"interface":7,"mac":["m"]}, 3, "s", [1], null, true]"#,
+            r#"[{"name":"a","ips":["10.0.0.1/24"],"ipam-claim-reference":null,"default-route":["1.1.1.1"]}]"#,
+            r#"[{"name":"a","ips":[1],"default-route":null}]"#,
+            r#"[{"name":"a","cni-args":{"big":1e400}}]"#,
+            r#"[{"name":"a"}"#,
+            r#"[{"name":"a"}] x"#,
+            "[]",
+            " [ ] ",
+            "net1@eth1, ns/net2",
+            "",
+        ] {
+            let raw = json!(text);
+            assert_eq!(read_elements(&raw), slow_elements(&raw), "{text}");
+        }
+        assert_eq!(read_elements(&json!(5)), slow_elements(&json!(5)));
     }
 
     #[test]
