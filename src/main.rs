@@ -25,6 +25,12 @@ enum Command {
     Nic(hotnic::nic::NicArgs),
 }
 
+/// mimalloc: a review allocates many small, short-lived blocks, and mimalloc takes about a
+/// fifth fewer instructions per review than glibc's malloc (README, "callgrind instruction
+/// counts").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
