@@ -58,10 +58,8 @@ pub fn init_logging(format: LogFormat) {
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(crate::webhook::log::JsonLines)
             .try_init(),
     };
     if installed.is_ok() {

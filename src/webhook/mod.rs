@@ -1,6 +1,7 @@
 //! `hotnic webhook`: the TLS admission server the kube-apiserver calls, and its admin listener.
 
 pub mod admin;
+pub mod log;
 pub mod metrics;
 pub mod routes;
 pub mod serve;
