@@ -89,15 +89,35 @@ impl FromStr for Mac {
     }
 }
 
+/// A MAC's canonical text, `02:aa:bb:cc:dd:0f`, on the stack ([`Mac::text`]).
+#[derive(Clone, Copy)]
+pub struct MacText([u8; 17]);
+
+impl MacText {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII hex digits and ':' are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl Mac {
+    /// The canonical text (lower-case hex pairs joined by `:`), without allocating.
+    pub fn text(&self) -> MacText {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [b':'; 17];
+        for (i, b) in self.0.iter().enumerate() {
+            out[i * 3] = HEX[usize::from(b >> 4)];
+            out[i * 3 + 1] = HEX[usize::from(b & 0x0f)];
+        }
+        MacText(out)
+    }
+}
+
 impl fmt::Display for Mac {
     /// Lower-case, colon-separated: the normal form hotnic writes.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            o[0], o[1], o[2], o[3], o[4], o[5]
-        )
+        f.write_str(self.text().as_str())
     }
 }
 
@@ -117,6 +137,11 @@ mod tests {
         let b: Mac = "02-aa-BB-cc-DD-0f".parse().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "02:aa:bb:cc:dd:0f");
+        assert_eq!(Mac::BROADCAST.text().as_str(), "ff:ff:ff:ff:ff:ff");
+        assert_eq!(
+            Mac::from_u64(0x0a1b_2c3d_4e5f).to_string(),
+            "0a:1b:2c:3d:4e:5f"
+        );
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result
         }
         if let Some(raw) = &nic.mac {
             if let Ok(m) = raw.parse::<Mac>()
-                && m.to_string() != *raw
+                && m.text().as_str() != raw
             {
                 plan.assigned.push((i, m));
             }
