@@ -5,9 +5,9 @@
 #   bench/callgrind.sh [SERVER-BINARY [ARGS...]]
 #
 # Default server: target/release/hotnic webhook --dev --log-format json (the deployed logging).
-# For the limit server: bench/callgrind.sh target/release/examples/limit_server [ARGS...]; any
-# server works that takes --listen ADDR and serves the dev certificate of certs/ (the script
-# adds --listen and --admin-listen to hotnic's arguments only).
+# For the limit server: bench/callgrind.sh target/release/examples/limit_server --dev --log-format
+# json. Any server works that takes hotnic webhook's --listen and --admin-listen (the script adds
+# both) and serves the dev certificate of certs/.
 #
 # Method: the server runs under callgrind with counting on; after a warm-up, counters are zeroed,
 # one keep-alive TLS connection (curl) posts N1 reviews, counters are dumped; the same with N2.
@@ -30,10 +30,7 @@ fi
 bin=$1
 shift
 args=("$@")
-case "$(basename "$bin")" in
-    hotnic*) args+=(--listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN") ;;
-    *) args+=(--listen "127.0.0.1:$PORT") ;;
-esac
+args+=(--listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN")
 
 python3 - "$work" <<'EOF'
 import copy, json, sys
