@@ -23,6 +23,9 @@ enum Command {
     Agent(hotnic::agent::AgentArgs),
     /// Add, remove and list NICs of pods and KubeVirt VMs (what `kubectl hotnic` does).
     Nic(hotnic::nic::NicArgs),
+    /// Add the PCIe root ports a q35 libvirt domain needs for its interface capacity
+    /// (`< domain.xml > domain.xml`).
+    DomainSlots(hotnic::libvirt::DomainSlotsArgs),
 }
 
 /// mimalloc: a review allocates many small, short-lived blocks, and mimalloc takes about a
@@ -37,6 +40,12 @@ fn main() {
         Command::Check(args) => hotnic::check::run(&args),
         Command::Nic(args) => hotnic::nic::run(args),
         Command::Certs(args) => report(hotnic::certs::run(&args)),
+        Command::DomainSlots(args) => hotnic::libvirt::domain_slots(
+            &args,
+            &mut std::io::stdin().lock(),
+            &mut std::io::stdout().lock(),
+            &mut std::io::stderr().lock(),
+        ),
         Command::Agent(args) => {
             report(runtime().and_then(|rt| Ok(rt.block_on(hotnic::agent::run(args))?)))
         }

@@ -110,6 +110,30 @@ pub struct DesiredPod {
     pub dialect: Option<Dialect>,
     /// NICs to plug (present, named, not primary, not implicit).
     pub nics: Vec<WantedNic>,
+    /// Set for a VM pod (its NICs go into a libvirt domain, see [`crate::agent::vm`]).
+    pub vm: Option<VmTarget>,
+}
+
+/// What a pod says about its VM.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct VmTarget {
+    /// The domain named by the `hotnic.io/domain` annotation (else the agent's template).
+    pub domain: Option<String>,
+}
+
+/// A VM pod: an Arktos pod with `spec.virtualMachine`, or any pod with a `hotnic.io/domain`
+/// annotation.
+pub fn vm_target(pod: &Value) -> Option<VmTarget> {
+    let domain = pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(super::vm::DOMAIN_ANNOTATION))
+        .and_then(Value::as_str)
+        .filter(|d| !d.is_empty())
+        .map(str::to_string);
+    let arktos_vm = pod
+        .pointer("/spec/virtualMachine")
+        .is_some_and(|v| !v.is_null());
+    (arktos_vm || domain.is_some()).then_some(VmTarget { domain })
 }
 
 impl DesiredPod {
@@ -193,6 +217,7 @@ pub fn read_pod(pod: &Value) -> Option<DesiredPod> {
         pod: pod_ref,
         dialect,
         nics,
+        vm: vm_target(pod),
     })
 }
 

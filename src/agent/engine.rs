@@ -580,7 +580,7 @@ async fn reconcile<B: Backend>(
                 }
             }
         }
-        ctx.rec.reconcile_in(&d.pod, &d.nics, netns).await
+        ctx.rec.reconcile_pod(&d, netns).await
     };
     log_events(&d.pod, &rep);
     let published = ctx.backend.publish(&current, &d, &rep).await;

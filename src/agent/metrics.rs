@@ -25,6 +25,10 @@ pub struct Metrics {
     pub unplugs: Family<ResultLabel, Counter>,
     /// Seconds from the start of a plug to its result being cached.
     pub plug_latency: Histogram,
+    /// Seconds a VM NIC's attach took, until the live domain XML shows it.
+    pub vm_attach_latency: Histogram,
+    /// Seconds a VM NIC's detach took, until the live domain XML no longer shows it.
+    pub vm_detach_latency: Histogram,
     /// Pods the agent manages (with NICs desired or plugged).
     pub pods_managed: Gauge,
     /// Pod reconciles that ended with an error.
@@ -44,6 +48,8 @@ impl Metrics {
         let plugs = Family::<ResultLabel, Counter>::default();
         let unplugs = Family::<ResultLabel, Counter>::default();
         let plug_latency = Histogram::new(exponential_buckets(0.002, 2.0, 14));
+        let vm_attach_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        let vm_detach_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         let pods_managed = Gauge::default();
         let reconcile_errors = Counter::default();
         registry.register("plugs", "NIC plugs (CNI ADD) by result", plugs.clone());
@@ -56,6 +62,16 @@ impl Metrics {
             "plug_latency_seconds",
             "Time from starting a plug to its result being cached",
             plug_latency.clone(),
+        );
+        registry.register(
+            "vm_attach_latency_seconds",
+            "Time from starting a VM NIC's attach until the live domain XML shows it",
+            vm_attach_latency.clone(),
+        );
+        registry.register(
+            "vm_detach_latency_seconds",
+            "Time from a VM NIC's detach request until the live domain XML no longer shows it",
+            vm_detach_latency.clone(),
         );
         registry.register(
             "pods_managed",
@@ -72,6 +88,8 @@ impl Metrics {
             plugs,
             unplugs,
             plug_latency,
+            vm_attach_latency,
+            vm_detach_latency,
             pods_managed,
             reconcile_errors,
         }

@@ -8,6 +8,7 @@
 //! - [`desired`]: a pod's wanted NICs (via the dialect readers);
 //! - [`reconcile`]: the per-pod reconciler;
 //! - [`status`]: NIC status and Multus `network-status`;
+//! - [`vm`]: VM pods: NICs hot-plugged into the pod's libvirt domain;
 //! - [`metrics`]: the agent's metrics; [`admin_router`]: its admin endpoints, served by the
 //!   runtime's admin listener ([`crate::runtime::admin`]), readiness included.
 
@@ -24,6 +25,7 @@ pub mod netns;
 pub mod reconcile;
 pub mod standalone;
 pub mod status;
+pub mod vm;
 
 use crate::cli::{LogFormat, init_logging, parse_duration};
 use crate::runtime::{
@@ -92,6 +94,17 @@ pub struct AgentArgs {
     /// Reconcile once and exit.
     #[arg(long, env = "HOTNIC_ONCE")]
     pub once: bool,
+    /// libvirt connection URI for VM pods' domains.
+    #[arg(long, env = "HOTNIC_LIBVIRT_URI", default_value = crate::libvirt::virsh::DEFAULT_URI)]
+    pub libvirt_uri: String,
+    /// A VM pod's libvirt domain name; {namespace}, {name} and {uid} are substituted (the pod's
+    /// hotnic.io/domain annotation overrides it).
+    #[arg(long, env = "HOTNIC_DOMAIN_NAME_TEMPLATE", default_value = vm::DEFAULT_DOMAIN_TEMPLATE)]
+    pub domain_name_template: String,
+    /// How long a VM's guest may take to release an unplugged NIC before it is reported Failed
+    /// (and retried later; nothing is torn down under a device still attached).
+    #[arg(long, env = "HOTNIC_VM_DETACH_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub vm_detach_timeout: Duration,
     /// Log format.
     #[arg(long, env = "HOTNIC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -183,6 +196,12 @@ async fn run_backend(
         m,
     );
     rec.synced = synced;
+    rec.vm = Arc::new(vm::VmPlugger {
+        virsh: crate::libvirt::virsh::Virsh::new(&args.libvirt_uri),
+        domain_template: args.domain_name_template.clone(),
+        detach_timeout: args.vm_detach_timeout,
+        ..vm::VmPlugger::default()
+    });
     if args.test_exit_after_add {
         rec.after_add = Some(Arc::new(|pod, ifname| {
             tracing::warn!(pod = %pod, ifname, "test hook: exiting right after ADD");

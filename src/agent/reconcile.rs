@@ -7,11 +7,12 @@ use super::cni::error::{CacheError, ConfigError};
 use super::cni::{
     CacheEntry, CacheState, CniError, Invoker, NetConfList, ResultCache, ResultSummary, RuntimeArgs,
 };
-use super::desired::{InvalidMac, NetworkConfig, NetworkError, WantedNic};
+use super::desired::{DesiredPod, InvalidMac, NetworkConfig, NetworkError, WantedNic};
 use super::links::{self, Links, LinksError};
 use super::metrics::Metrics;
 use super::netns::{NetnsError, NetnsResolver, PodNetns, PodRef};
 use super::status::{NetworkStatusEntry, NicState, NicStatus, address_only};
+use super::vm::{VmError, VmPlugger, VmPort};
 use crate::model::NetworkRef;
 use crate::runtime::{Chain, Flag};
 use serde_json::{Map, Value, json};
@@ -87,6 +88,20 @@ pub enum PlugError {
     /// A plugin failed (ADD).
     #[error(transparent)]
     Cni(CniError),
+    /// The NIC is in the pod but could not be put into its VM.
+    #[error(transparent)]
+    Vm(VmError),
+}
+
+/// Why a NIC could not be unplugged.
+#[derive(Debug, thiserror::Error)]
+pub enum UnplugError {
+    /// The VM did not give the NIC back (nothing was torn down).
+    #[error(transparent)]
+    Vm(VmError),
+    /// A plugin failed (DEL).
+    #[error(transparent)]
+    Cni(#[from] CniError),
 }
 
 /// Something that went wrong in a reconcile or a teardown of a pod: the pod is retried with
@@ -111,7 +126,7 @@ pub enum ReconcileError {
         why: &'static str,
         /// What failed.
         #[source]
-        source: CniError,
+        source: UnplugError,
     },
     /// Two NICs of the pod ask for the same interface name: only the first is plugged.
     #[error("interface name {ifname} is used by an earlier NIC of this pod")]
@@ -176,6 +191,8 @@ pub struct Reconciler {
     pub synced: Flag,
     /// Test hook (see [`AfterAddHook`]).
     pub after_add: Option<AfterAddHook>,
+    /// Plugs VM pods' NICs into their libvirt domains.
+    pub vm: Arc<VmPlugger>,
 }
 
 impl Reconciler {
@@ -193,6 +210,7 @@ impl Reconciler {
             metrics,
             synced: Flag::new(),
             after_add: None,
+            vm: Arc::new(VmPlugger::default()),
         }
     }
 
@@ -235,6 +253,29 @@ impl Reconciler {
         &self,
         pod: &PodRef,
         wanted: &[WantedNic],
+        netns: Result<Option<PodNetns>, NetnsError>,
+    ) -> PodReport {
+        self.pass(pod, wanted, None, netns).await
+    }
+
+    /// [`Reconciler::reconcile_in`] for a pod as read: a VM pod's NICs are also put into its
+    /// libvirt domain (see [`crate::agent::vm`]).
+    pub async fn reconcile_pod(
+        &self,
+        d: &DesiredPod,
+        netns: Result<Option<PodNetns>, NetnsError>,
+    ) -> PodReport {
+        let domain =
+            d.vm.as_ref()
+                .map(|t| self.vm.domain_name(&d.pod, t.domain.as_deref()));
+        self.pass(&d.pod, &d.nics, domain.as_deref(), netns).await
+    }
+
+    async fn pass(
+        &self,
+        pod: &PodRef,
+        wanted: &[WantedNic],
+        domain: Option<&str>,
         netns: Result<Option<PodNetns>, NetnsError>,
     ) -> PodReport {
         let mut rep = PodReport::default();
@@ -285,6 +326,7 @@ impl Reconciler {
         // 1. Cached attachments that must go: half-done ADDs, NICs no longer wanted (or wanted
         //    differently), and everything whose sandbox is gone, closed, replaced or lost the link.
         let mut kept: Vec<CacheEntry> = Vec::new();
+        let mut leaving: Vec<NicStatus> = Vec::new();
         let mut removed_any = false;
         for e in cached {
             let want = wanted.iter().find(|w| w.ifname == e.ifname);
@@ -297,6 +339,12 @@ impl Reconciler {
                     || w.mac.map(|m| m.to_string()) != e.mac
             }) {
                 Some("its network or MAC changed")
+            } else if e
+                .vm
+                .as_ref()
+                .is_some_and(|p| Some(p.domain.as_str()) != domain)
+            {
+                Some("its VM domain changed")
             } else if netns.as_ref().is_none_or(|n| n.closed) {
                 Some("the pod sandbox is gone")
             } else if open.is_some_and(|n| n.path.to_string_lossy() != e.netns) {
@@ -312,11 +360,13 @@ impl Reconciler {
                     removed_any = true;
                     tracing::info!(pod = %pod, ifname = %e.ifname, why, "unplugging");
                     let unplug = e.state == CacheState::Added && want.is_none();
-                    let result = if e.state == CacheState::InProgress {
-                        let present = links.as_ref().is_some_and(|l| l.contains_key(&e.ifname));
-                        self.rollback(&e, present).await
-                    } else {
-                        self.unplug(&e).await
+                    let result = match self.detach_vm(&e).await {
+                        Err(err) => Err(UnplugError::Vm(err)),
+                        Ok(()) if e.state == CacheState::InProgress => {
+                            let present = links.as_ref().is_some_and(|l| l.contains_key(&e.ifname));
+                            self.rollback(&e, present).await.map_err(UnplugError::from)
+                        }
+                        Ok(()) => self.unplug(&e).await.map_err(UnplugError::from),
                     };
                     match result {
                         Ok(()) => {
@@ -334,11 +384,22 @@ impl Reconciler {
                             }
                         }
                         Err(source) => {
-                            rep.errors.push(ReconcileError::Unplug {
+                            let err = ReconcileError::Unplug {
                                 ifname: e.ifname.clone(),
                                 why,
                                 source,
-                            });
+                            };
+                            if want.is_none() {
+                                // Still there: shown as Failed until it is gone.
+                                leaving.push(NicStatus {
+                                    name: e.ifname.clone(),
+                                    port_id: e.port_id.clone(),
+                                    mac: e.mac.clone(),
+                                    state: NicState::Failed,
+                                    reason: Chain(&err).to_string(),
+                                });
+                            }
+                            rep.errors.push(err);
                             if want.is_some() {
                                 // It stays cached; reported below as Failed.
                                 kept.push(CacheEntry {
@@ -384,9 +445,10 @@ impl Reconciler {
                         .map(|e| Chain(e).to_string())
                         .unwrap_or_default(),
                 ),
-                (Some(e), Some(_), Some(l)) => {
-                    self.ready(w, e, l.get(&w.ifname).cloned(), &mut rep)
-                }
+                (Some(e), Some(ns), Some(l)) => match domain {
+                    Some(d) => self.put_into_vm(pod, w, e.clone(), ns, d, &mut rep).await,
+                    None => self.ready(w, e, l.get(&w.ifname).cloned(), &mut rep),
+                },
                 (_, None, _) | (_, _, None) => {
                     rep.pending = true;
                     status(
@@ -398,11 +460,106 @@ impl Reconciler {
                         },
                     )
                 }
-                (None, Some(ns), Some(l)) => self.plug(pod, w, ns, l, &mut rep).await,
+                (None, Some(ns), Some(l)) => {
+                    let st = self.plug(pod, w, ns, l, &mut rep).await;
+                    match (domain, st.state) {
+                        (Some(d), NicState::Ready) => {
+                            rep.network_status.pop();
+                            match self.cache.get(&pod.uid, &w.ifname).await {
+                                Ok(Some(e)) => self.put_into_vm(pod, w, e, ns, d, &mut rep).await,
+                                Ok(None) => st,
+                                Err(err) => {
+                                    let err = ReconcileError::Cache(err);
+                                    let st = status(w, NicState::Failed, Chain(&err).to_string());
+                                    rep.errors.push(err);
+                                    st
+                                }
+                            }
+                        }
+                        _ => st,
+                    }
+                }
             };
             rep.nics.push(st);
         }
+        rep.nics.extend(leaving);
         rep
+    }
+
+    /// The VM half of a plug: the NIC (plugged into the pod, `e`) into the domain, idempotently.
+    /// Ready only once the live domain XML shows it; a domain that does not run yet leaves the
+    /// NIC Unknown and the pod pending.
+    async fn put_into_vm(
+        &self,
+        pod: &PodRef,
+        w: &WantedNic,
+        mut e: CacheEntry,
+        ns: &PodNetns,
+        domain: &str,
+        rep: &mut PodReport,
+    ) -> NicStatus {
+        let fail = |rep: &mut PodReport, source: PlugError| {
+            let msg = Chain(&source).to_string();
+            rep.errors.push(ReconcileError::Plug {
+                ifname: w.ifname.clone(),
+                source,
+            });
+            rep.events.push(AgentEvent {
+                reason: reasons::PLUG_FAILED,
+                ifname: w.ifname.clone(),
+                message: msg.clone(),
+                warning: true,
+            });
+            status(w, NicState::Failed, msg)
+        };
+        let Some(mac) = e.mac.clone() else {
+            let err = VmError::Link {
+                op: format!("plugging {} into VM {domain}", w.ifname),
+                message: "the NIC has no MAC (the webhook gives every NIC one)".into(),
+            };
+            return fail(rep, PlugError::Vm(err));
+        };
+        if e.vm.is_none() {
+            // Recorded before anything is made, so an unplug after a crash finds it.
+            e.vm = Some(VmPort::new(domain, &pod.uid, &w.ifname));
+            if let Err(err) = self.cache.put(&e).await {
+                return fail(rep, PlugError::Cache(err));
+            }
+        }
+        let port =
+            e.vm.clone()
+                .unwrap_or_else(|| VmPort::new(domain, &pod.uid, &w.ifname));
+        let started = Instant::now();
+        match self.vm.attach(&port, &ns.path, &w.ifname, &mac).await {
+            Ok(()) => {
+                self.metrics
+                    .vm_attach_latency
+                    .observe(started.elapsed().as_secs_f64());
+                self.ready(w, &e, None, rep)
+            }
+            Err(err) if err.is_waiting() => {
+                rep.pending = true;
+                status(w, NicState::Unknown, Chain(&err).to_string())
+            }
+            Err(err) => {
+                tracing::warn!(pod = %pod, ifname = %w.ifname, domain, error = %Chain(&err), "VM attach failed");
+                fail(rep, PlugError::Vm(err))
+            }
+        }
+    }
+
+    /// Takes a cached NIC out of its VM, if it went into one (see [`VmPlugger::detach`]).
+    async fn detach_vm(&self, e: &CacheEntry) -> Result<(), VmError> {
+        let (Some(port), Some(mac)) = (&e.vm, &e.mac) else {
+            return Ok(());
+        };
+        let netns = (!e.netns.is_empty()).then(|| Path::new(&e.netns));
+        let started = Instant::now();
+        self.vm.detach(port, netns, mac).await?;
+        self.metrics
+            .vm_detach_latency
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     fn ready(
@@ -417,6 +574,8 @@ impl Reconciler {
             .as_ref()
             .map(|r| ResultSummary::from_result(r, &w.ifname))
             .unwrap_or_default();
+        // A VM NIC's MAC is the guest's; the pod-side link has another one.
+        let link_mac = if e.vm.is_some() { None } else { link_mac };
         let mac = link_mac
             .filter(|m| !m.is_empty())
             .or(summary.mac.clone())
@@ -602,6 +761,7 @@ impl Reconciler {
             state: CacheState::InProgress,
             result: None,
             adopted: false,
+            vm: None,
         }
     }
 
@@ -666,14 +826,16 @@ impl Reconciler {
         };
         for e in entries {
             rep.managed.push(e.ifname.clone());
-            let result = if e.state == CacheState::InProgress {
-                let present = match links::list(Path::new(&e.netns)).await {
-                    Ok(l) => l.contains_key(&e.ifname),
-                    Err(_) => Path::new(&e.netns).exists(),
-                };
-                self.rollback(&e, present).await
-            } else {
-                self.unplug(&e).await
+            let result = match self.detach_vm(&e).await {
+                Err(err) => Err(UnplugError::Vm(err)),
+                Ok(()) if e.state == CacheState::InProgress => {
+                    let present = match links::list(Path::new(&e.netns)).await {
+                        Ok(l) => l.contains_key(&e.ifname),
+                        Err(_) => Path::new(&e.netns).exists(),
+                    };
+                    self.rollback(&e, present).await.map_err(UnplugError::from)
+                }
+                Ok(()) => self.unplug(&e).await.map_err(UnplugError::from),
             };
             match result {
                 Ok(()) => {

@@ -59,6 +59,10 @@ pub struct CacheEntry {
     /// Whether the interface was found in place and adopted rather than plugged by this agent run.
     #[serde(default)]
     pub adopted: bool,
+    /// For a VM pod's NIC: the domain, tap and bridge it is (being) attached through. Written
+    /// before any of them is made, so an unplug after a restart removes exactly these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<crate::agent::vm::VmPort>,
 }
 
 impl CacheEntry {
@@ -271,6 +275,7 @@ mod tests {
             state: CacheState::InProgress,
             result: None,
             adopted: false,
+            vm: None,
         }
     }
 
