@@ -498,20 +498,7 @@ impl Reconciler {
         domain: &str,
         rep: &mut PodReport,
     ) -> NicStatus {
-        let fail = |rep: &mut PodReport, source: PlugError| {
-            let msg = Chain(&source).to_string();
-            rep.errors.push(ReconcileError::Plug {
-                ifname: w.ifname.clone(),
-                source,
-            });
-            rep.events.push(AgentEvent {
-                reason: reasons::PLUG_FAILED,
-                ifname: w.ifname.clone(),
-                message: msg.clone(),
-                warning: true,
-            });
-            status(w, NicState::Failed, msg)
-        };
+        let fail = |rep: &mut PodReport, e: PlugError| plug_failed(w, rep, e);
         let Some(mac) = e.mac.clone() else {
             let err = VmError::Link {
                 op: format!("plugging {} into VM {domain}", w.ifname),
@@ -605,21 +592,7 @@ impl Reconciler {
         links: &Links,
         rep: &mut PodReport,
     ) -> NicStatus {
-        // The status reason and the Event say why, with every cause; the error is kept typed.
-        let fail = |rep: &mut PodReport, e: PlugError| {
-            let msg = Chain(&e).to_string();
-            rep.errors.push(ReconcileError::Plug {
-                ifname: w.ifname.clone(),
-                source: e,
-            });
-            rep.events.push(AgentEvent {
-                reason: reasons::PLUG_FAILED,
-                ifname: w.ifname.clone(),
-                message: msg.clone(),
-                warning: true,
-            });
-            status(w, NicState::Failed, msg)
-        };
+        let fail = |rep: &mut PodReport, e: PlugError| plug_failed(w, rep, e);
         if let Some(p) = &w.mac_problem {
             return fail(rep, PlugError::Mac(p.clone()));
         }
@@ -901,6 +874,23 @@ fn runtime_args(e: &CacheEntry) -> RuntimeArgs {
         cni_args: e.cni_args.clone(),
         capability_args: e.capability_args.clone(),
     }
+}
+
+/// A failed plug: the error kept typed, a `NICPlugFailed` Event and a Failed status, both saying
+/// why with every cause.
+fn plug_failed(w: &WantedNic, rep: &mut PodReport, e: PlugError) -> NicStatus {
+    let msg = Chain(&e).to_string();
+    rep.errors.push(ReconcileError::Plug {
+        ifname: w.ifname.clone(),
+        source: e,
+    });
+    rep.events.push(AgentEvent {
+        reason: reasons::PLUG_FAILED,
+        ifname: w.ifname.clone(),
+        message: msg.clone(),
+        warning: true,
+    });
+    status(w, NicState::Failed, msg)
 }
 
 fn status(w: &WantedNic, state: NicState, reason: String) -> NicStatus {
