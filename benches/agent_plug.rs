@@ -1,7 +1,8 @@
 //! Spec change → NIC Ready through the agent's reconciler with the real bridge plugin and
 //! host-local IPAM (as root, in namespaces the bench creates): a pod's spec gains 1 NIC, or 32
 //! NICs at once; measured from reading the pod object through the dialect reader to every NIC
-//! Ready with its result cached. Unplugging afterwards is not measured.
+//! Ready with its result cached. Unplugging afterwards is not measured, but checked: no lease
+//! and no interface left. `HOTNIC_BENCH_PARALLEL_PLUGS` sets `--parallel-plugs`.
 #[path = "../tests/support/agent_env.rs"]
 mod agent_env;
 
@@ -26,12 +27,16 @@ fn bench(c: &mut Criterion) {
     let pod_ns = Netns::new("bench");
     let mut inv = Invoker::new("/usr/lib/cni", Duration::from_secs(30));
     inv.plugin_netns = Some(node.ns.path());
-    let rec = Reconciler::new(
+    let mut rec = Reconciler::new(
         inv,
         ResultCache::new(&node.state_dir()),
         Arc::new(TemplateResolver::new("/run/netns/{uid}")),
         Arc::new(Metrics::new()),
     );
+    // `--parallel-plugs` (default: the agent's).
+    if let Ok(n) = std::env::var("HOTNIC_BENCH_PARALLEL_PLUGS") {
+        rec.parallel_plugs = n.parse().expect("HOTNIC_BENCH_PARALLEL_PLUGS: a number");
+    }
     let nad = node.bridge_nad("bench", "bnet", "hnbrb", "10.120.0.0/16");
     let config = nad["spec"]["config"].as_str().unwrap().to_string();
     let mut g = c.benchmark_group("agent_plug");
@@ -70,6 +75,9 @@ fn bench(c: &mut Criterion) {
                         );
                         let down = rec.reconcile(&d.pod, &[]).await;
                         assert!(down.errors.is_empty(), "{down:?}");
+                        // Nothing leaked: every lease released, no interface left behind.
+                        assert!(node.leases("bnet").is_empty(), "{:?}", node.leases("bnet"));
+                        assert_eq!(pod_ns.links().len(), 1, "{:?}", pod_ns.links());
                     });
                 }
                 total

@@ -411,3 +411,123 @@ async fn a_stopped_sandbox_is_released_with_its_old_path_and_replugged_when_back
     rec.teardown(&pod_ns.name).await;
     assert!(node.leases("stop").is_empty());
 }
+
+/// Runs `plugin_dir/hntrace` as the pod's plugin: the real bridge plugin behind a shim that
+/// appends `+` when a call starts and `-` when it ends (one `write` each, O_APPEND), so the log
+/// shows how many calls overlapped. The shim exists only for that count; the plug is the bridge's.
+fn traced_bridge_config(node: &Node, net: &str, subnet: &str, log: &std::path::Path) -> String {
+    let dir = node.dir.path().join("plugins");
+    std::fs::create_dir_all(&dir).unwrap();
+    let shim = dir.join("hntrace");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\nprintf '+' >> {log}\n/usr/lib/cni/bridge\nrc=$?\nprintf -- '-' >> {log}\nexit $rc\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    bridge_config(node, net, subnet).replace("\"type\":\"bridge\"", "\"type\":\"hntrace\"")
+}
+
+/// The most calls that were running at once, read off a `+`/`-` log.
+fn most_at_once(log: &std::path::Path) -> usize {
+    let (mut now, mut most) = (0i64, 0i64);
+    for c in std::fs::read_to_string(log).unwrap().chars() {
+        now += if c == '+' { 1 } else { -1 };
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[tokio::test]
+async fn many_nics_are_plugged_concurrently_reported_in_order_and_released_whole() {
+    require_root_and_plugins();
+    for parallel in [1usize, 8] {
+        let node = Node::new();
+        let pod_ns = Netns::new("many");
+        let log = node.dir.path().join("calls.log");
+        let mut rec = reconciler(&node);
+        rec.invoker = {
+            let mut i = Invoker::new(
+                &format!("{}:/usr/lib/cni", node.dir.path().join("plugins").display()),
+                Duration::from_secs(20),
+            );
+            i.plugin_netns = Some(node.ns.path());
+            i
+        };
+        rec.parallel_plugs = parallel;
+        let conf = traced_bridge_config(&node, "many", "10.103.0.0/24", &log);
+        assert!(conf.contains("hntrace"), "{conf}");
+        let n = 16;
+        let names: Vec<String> = (1..=n).map(|i| format!("eth{i}")).collect();
+        let macs: Vec<String> = (1..=n).map(|i| format!("02:00:00:13:00:{i:02x}")).collect();
+        let want: Vec<WantedNic> = (0..n)
+            .map(|i| wanted(&names[i], "many", &macs[i], &conf))
+            .collect();
+        let rep = rec.reconcile(&pod(&pod_ns), &want).await;
+        assert!(rep.errors.is_empty(), "{rep:?}");
+        // Reported in spec order, whatever order the plugs finished in.
+        let got: Vec<&str> = rep.nics.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(got, names.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            rep.nics.iter().all(|s| s.state == NicState::Ready),
+            "{rep:?}"
+        );
+        let status_order: Vec<&str> = rep
+            .network_status
+            .iter()
+            .map(|e| e.interface.as_str())
+            .collect();
+        assert_eq!(status_order, got);
+        let plugged: Vec<&str> = rep.events.iter().map(|e| e.ifname.as_str()).collect();
+        assert_eq!(plugged, got);
+        for (name, mac) in names.iter().zip(&macs) {
+            assert_eq!(
+                mac_of(&pod_ns, name).as_deref(),
+                Some(mac.as_str()),
+                "{name}"
+            );
+        }
+        let mut ips: Vec<String> = rep
+            .network_status
+            .iter()
+            .flat_map(|e| e.ips.clone())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        assert_eq!(ips.len(), n, "{ips:?}");
+        assert_eq!(node.leases("many").len(), n);
+        let most = most_at_once(&log);
+        if parallel == 1 {
+            assert_eq!(most, 1, "--parallel-plugs 1 runs one plugin at a time");
+        } else {
+            assert!(
+                (2..=parallel).contains(&most),
+                "{most} ADDs at once with {parallel} allowed"
+            );
+        }
+        // A pass with nothing to do runs no plugin.
+        let before = std::fs::read_to_string(&log).unwrap().len();
+        let again = rec.reconcile(&pod(&pod_ns), &want).await;
+        assert!(
+            again.errors.is_empty() && again.events.is_empty(),
+            "{again:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap().len(), before);
+        // Unplugging all of them leaves no link, lease or cache entry.
+        let down = rec.reconcile(&pod(&pod_ns), &[]).await;
+        assert!(down.errors.is_empty(), "{down:?}");
+        assert_eq!(
+            pod_ns
+                .links()
+                .iter()
+                .filter(|l| l.starts_with("eth") && *l != "eth0")
+                .count(),
+            0
+        );
+        assert!(node.leases("many").is_empty(), "{:?}", node.leases("many"));
+        assert!(node.cache_files().is_empty(), "{:?}", node.cache_files());
+    }
+}

@@ -88,9 +88,14 @@ pub struct AgentArgs {
     /// Longest retry delay.
     #[arg(long, env = "HOTNIC_BACKOFF_MAX", default_value = "5m", value_parser = parse_duration)]
     pub backoff_max: Duration,
-    /// How many pods are reconciled at once (NICs within a pod are plugged in order).
+    /// How many pods are reconciled at once.
     #[arg(long, env = "HOTNIC_PARALLEL_PODS", default_value_t = 4)]
     pub parallel_pods: usize,
+    /// How many CNI ADDs of one pod's NICs run at once (1: one after another, for plugins that
+    /// cannot share a pod's namespace concurrently).
+    #[arg(long, env = "HOTNIC_PARALLEL_PLUGS", default_value_t = reconcile::DEFAULT_PARALLEL_PLUGS,
+          value_parser = parse_parallel_plugs)]
+    pub parallel_plugs: usize,
     /// Reconcile once and exit.
     #[arg(long, env = "HOTNIC_ONCE")]
     pub once: bool,
@@ -136,6 +141,14 @@ pub enum AgentError {
     /// Kubernetes mode could not start.
     #[error(transparent)]
     Kube(#[from] kube::ClientError),
+}
+
+/// `--parallel-plugs`: 1 to 64.
+fn parse_parallel_plugs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=64) => Ok(n),
+        _ => Err(format!("{s:?}: give a number from 1 to 64")),
+    }
 }
 
 /// The exit status of the crash test hook.
@@ -196,6 +209,7 @@ async fn run_backend(
         m,
     );
     rec.synced = synced;
+    rec.parallel_plugs = args.parallel_plugs;
     rec.vm = Arc::new(vm::VmPlugger {
         virsh: crate::libvirt::virsh::Virsh::new(&args.libvirt_uri),
         domain_template: args.domain_name_template.clone(),

@@ -15,6 +15,8 @@ use super::status::{NetworkStatusEntry, NicState, NicStatus, address_only};
 use super::vm::{VmError, VmPlugger, VmPort};
 use crate::model::NetworkRef;
 use crate::runtime::{Chain, Flag};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use serde_json::{Map, Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -172,6 +174,14 @@ impl PodReport {
     pub fn error_messages(&self) -> Vec<String> {
         self.errors.iter().map(|e| Chain(e).to_string()).collect()
     }
+
+    /// Appends what one NIC's plug reported on its own (everything but `nics` and `managed`).
+    fn absorb(&mut self, other: PodReport) {
+        self.network_status.extend(other.network_status);
+        self.events.extend(other.events);
+        self.errors.extend(other.errors);
+        self.pending |= other.pending;
+    }
 }
 
 /// A hook for crash tests: called right after an ADD result is cached, before anything is reported.
@@ -193,7 +203,13 @@ pub struct Reconciler {
     pub after_add: Option<AfterAddHook>,
     /// Plugs VM pods' NICs into their libvirt domains.
     pub vm: Arc<VmPlugger>,
+    /// How many CNI ADDs of one pod run at once (1: one after another). The VM half of a plug
+    /// stays one NIC at a time (libvirt serialises a domain's jobs anyway).
+    pub parallel_plugs: usize,
 }
+
+/// Default for [`Reconciler::parallel_plugs`].
+pub const DEFAULT_PARALLEL_PLUGS: usize = 8;
 
 impl Reconciler {
     /// A reconciler.
@@ -211,6 +227,7 @@ impl Reconciler {
             synced: Flag::new(),
             after_add: None,
             vm: Arc::new(VmPlugger::default()),
+            parallel_plugs: DEFAULT_PARALLEL_PLUGS,
         }
     }
 
@@ -424,7 +441,33 @@ impl Reconciler {
             }
         }
 
-        // 2. Wanted NICs (a name asked for twice: only the first is plugged).
+        // 2a. The NICs that need a CNI ADD are plugged concurrently (up to `parallel_plugs` at
+        //     once, each into its own report); the reports are merged in NIC order below, so the
+        //     status, `network-status` and Events read as if the plugs ran one after another.
+        let mut plugged: Vec<Option<(NicStatus, PodReport)>> = Vec::new();
+        if let (Some(ns), Some(l)) = (open, &links) {
+            plugged.resize_with(wanted.len(), || None);
+            let mut todo = (0..wanted.len()).filter(|&i| {
+                let w = &wanted[i];
+                !wanted[..i].iter().any(|o| o.ifname == w.ifname)
+                    && !kept.iter().any(|e| e.ifname == w.ifname)
+            });
+            let mut running = FuturesUnordered::new();
+            loop {
+                while running.len() < self.parallel_plugs.max(1) {
+                    match todo.next() {
+                        Some(i) => running.push(self.plug_alone(pod, i, &wanted[i], ns, l)),
+                        None => break,
+                    }
+                }
+                match running.next().await {
+                    Some((i, st, own)) => plugged[i] = Some((st, own)),
+                    None => break,
+                }
+            }
+        }
+
+        // 2b. Wanted NICs, in order (a name asked for twice: only the first is plugged).
         for (i, w) in wanted.iter().enumerate() {
             if wanted[..i].iter().any(|o| o.ifname == w.ifname) {
                 let e = ReconcileError::DuplicateIfname {
@@ -461,7 +504,15 @@ impl Reconciler {
                     )
                 }
                 (None, Some(ns), Some(l)) => {
-                    let st = self.plug(pod, w, ns, l, &mut rep).await;
+                    let (st, own) = match plugged.get_mut(i).and_then(Option::take) {
+                        Some(done) => done,
+                        // Step 2a plugs every NIC of this arm; this is only a safety net.
+                        None => {
+                            let mut own = PodReport::default();
+                            (self.plug(pod, w, ns, l, &mut own).await, own)
+                        }
+                    };
+                    rep.absorb(own);
                     match (domain, st.state) {
                         (Some(d), NicState::Ready) => {
                             rep.network_status.pop();
@@ -582,6 +633,21 @@ impl Reconciler {
             state: NicState::Ready,
             reason: String::new(),
         }
+    }
+
+    /// [`Reconciler::plug`] into a report of its own (step 2a of a pass), tagged with the NIC's
+    /// index.
+    async fn plug_alone(
+        &self,
+        pod: &PodRef,
+        i: usize,
+        w: &WantedNic,
+        ns: &PodNetns,
+        links: &Links,
+    ) -> (usize, NicStatus, PodReport) {
+        let mut own = PodReport::default();
+        let st = self.plug(pod, w, ns, links, &mut own).await;
+        (i, st, own)
     }
 
     async fn plug(
