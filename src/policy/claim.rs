@@ -5,7 +5,8 @@
 use super::mutate::Plan;
 use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::allocator::{AllocError, ClaimError, ClaimRequest, Owner, Scope};
-use crate::model::{Mac, Rule};
+use crate::dialect::annotations;
+use crate::model::{Field, Mac, Rule};
 use crate::runtime::Chain;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -53,8 +54,7 @@ impl Proposal {
 /// Picks the first round of candidates (once: the claims use the same ones) and judges the
 /// request as mutated with them. `Err`: the validating phase would deny it; the answer (with
 /// free-looking MACs) claims nothing. `Ok(None)`: nothing to claim, or no candidate to judge
-/// with (then claiming says why). Only the patched new object is read again; the old one is as
-/// read before.
+/// with (then claiming says why). The mutated object is judged on the model ([`judge_mutated`]).
 pub(super) fn propose(
     p: &Policy,
     req: &Request<'_>,
@@ -85,22 +85,79 @@ pub(super) fn propose(
     let mut preview = plan.clone();
     preview.assigned.extend_from_slice(&macs);
     let outcome = super::mutate::finish(p, req, s, preview);
-    let Some(patch) = outcome.patch() else {
-        return Ok(None);
-    };
-    let mut object = req.object.clone();
-    if json_patch::patch(&mut object, &patch.0).is_err() {
+    if outcome.patch().is_none() {
         return Ok(None);
     }
-    let after = crate::dialect::read(s.new.dialect, &object, req.namespace);
-    let before = std::mem::replace(&mut s.new, after);
-    let causes = rules::check(req, s, &HashMap::new());
-    s.new = before;
+    let causes = judge_mutated(p, req, s, plan, &macs);
+    #[cfg(debug_assertions)]
+    if let Some(patch) = outcome.patch() {
+        let patched = judge_patched(req, s, patch);
+        assert_eq!(
+            causes.is_empty(),
+            patched.is_empty(),
+            "judged from the model: {causes:?}; from the patched object: {patched:?}"
+        );
+    }
     if causes.is_empty() {
         Ok(Some(Proposal { macs, outcome }))
     } else {
         Err(outcome)
     }
+}
+
+/// The validating phase's causes for the object as mutated by `plan` with the proposed `macs`,
+/// judged on the workload already read: what the patch changes in it is exactly the MACs it
+/// writes and the capacity default (the claim token is no NIC's business), so those are set in
+/// place, judged, and put back. Debug builds (every test) check that it denies exactly when
+/// [`judge_patched`] (the object patched and read again) does. The causes themselves may differ
+/// where only a denial is possible anyway: MACs kept in a map keyed by NIC name
+/// (`hotnic.io/mac-addresses`) are written once per name, so NICs sharing a name (denied by the
+/// names rule) read back sharing a MAC as well.
+fn judge_mutated(
+    p: &Policy,
+    req: &Request<'_>,
+    s: &mut Subject,
+    plan: &Plan,
+    macs: &[(usize, Mac)],
+) -> Vec<Cause> {
+    let capacity = super::mutate::capacity_default(p, req, s).map(|v| Field {
+        path: annotations::path(annotations::CAPACITY),
+        value: serde_json::Value::String(v),
+    });
+    let mut saved = Vec::with_capacity(plan.assigned.len() + macs.len());
+    for &(i, mac) in plan.assigned.iter().chain(macs) {
+        if let Some(nic) = s.new.nics.get_mut(i) {
+            let before = nic.mac.replace(mac.text().as_str().to_string());
+            saved.push((i, before));
+        }
+    }
+    let saved_capacity = match capacity {
+        Some(c) => Some(s.new.capacity.annotation.replace(c)),
+        None => None,
+    };
+    let causes = rules::check(req, s, &HashMap::new());
+    // Put back in reverse, so a NIC listed twice ends with its first value.
+    for (i, before) in saved.into_iter().rev() {
+        s.new.nics[i].mac = before;
+    }
+    if let Some(before) = saved_capacity {
+        s.new.capacity.annotation = before;
+    }
+    causes
+}
+
+/// [`judge_mutated`] the long way: the object patched, read again and judged.
+#[cfg(debug_assertions)]
+fn judge_patched(req: &Request<'_>, s: &mut Subject, patch: &json_patch::Patch) -> Vec<Cause> {
+    let mut object = req.object.clone();
+    if let Err(e) = json_patch::patch(&mut object, &patch.0) {
+        panic!("the mutation's own patch does not apply: {e}");
+    }
+    let after = crate::dialect::read(s.new.dialect, &object, req.namespace);
+    let before = std::mem::replace(&mut s.new, after);
+    let causes = rules::check(req, s, &HashMap::new());
+    s.new = before;
+    causes
 }
 
 /// Claims every MAC of the plan: the given ones on new NICs (another holder: denied at that NIC),

@@ -100,13 +100,22 @@ pub(super) fn finish(p: &Policy, req: &Request<'_>, s: &Subject, mut plan: Plan)
     }
 }
 
-/// CREATE: sets the capacity annotation when missing (the KubeVirt request if given, else
-/// `min(32, max(default, NIC count))`). UPDATE: puts back an annotation the update dropped.
+/// CREATE: sets the capacity annotation when missing (see [`capacity_default`]). UPDATE: puts
+/// back an annotation the update dropped.
 fn default_capacity(p: &Policy, req: &Request<'_>, s: &Subject, patch: &mut PatchBuilder) {
-    if s.new.capacity.annotation.is_some() {
-        return;
+    if let Some(value) = capacity_default(p, req, s) {
+        patch.set_annotation(annotations::CAPACITY, value);
     }
-    let value = match req.operation {
+}
+
+/// The capacity annotation the mutation writes, if any: on CREATE without one, the KubeVirt
+/// request if given, else `min(32, max(default, NIC count))`; on UPDATE without one, the old
+/// object's.
+pub(super) fn capacity_default(p: &Policy, req: &Request<'_>, s: &Subject) -> Option<String> {
+    if s.new.capacity.annotation.is_some() {
+        return None;
+    }
+    match req.operation {
         Operation::Create => {
             let from_request = s
                 .new
@@ -116,19 +125,17 @@ fn default_capacity(p: &Policy, req: &Request<'_>, s: &Subject, patch: &mut Patc
                 .and_then(|f| parse_capacity(&f.value).ok());
             let count = s.new.present().count();
             let default = usize::from(p.config.default_capacity);
-            from_request
-                .unwrap_or_else(|| count.max(default).min(usize::from(MAX_CAPACITY)) as u8)
-                .to_string()
+            Some(
+                from_request
+                    .unwrap_or_else(|| count.max(default).min(usize::from(MAX_CAPACITY)) as u8)
+                    .to_string(),
+            )
         }
-        _ => match s
+        _ => s
             .old
             .as_ref()
             .and_then(|o| o.capacity.annotation.as_ref())
             .and_then(|f| f.value.as_str())
-        {
-            Some(v) => v.to_string(),
-            None => return,
-        },
-    };
-    patch.set_annotation(annotations::CAPACITY, value);
+            .map(str::to_string),
+    }
 }
