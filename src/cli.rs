@@ -58,7 +58,7 @@ pub fn init_logging(format: LogFormat) {
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .fmt_fields(crate::webhook::log::JsonSpanFields)
             .event_format(crate::webhook::log::JsonLines)
             .try_init(),
     };

@@ -3,28 +3,99 @@
 //! The same line as tracing-subscriber's JSON format with `flatten_event(true)`,
 //! `with_current_span(true)` and no span list: `timestamp`, `level`, the event's fields (its
 //! `message` among them), `target`, and the current span as `span` (its fields and `name`).
-//! Theirs re-parses the span's stored fields for every event and collects the event's fields
-//! into a map first; here the span's fields, already JSON (`JsonFields`), are copied as they are
-//! and the event's fields are written as they are visited. Every review logs one such line.
+//! Theirs collects a span's fields into a map of `serde_json::Value`s when the span is made and
+//! re-parses them for every event; here [`JsonSpanFields`] writes a span's fields as a JSON object
+//! as they are visited (in the order given, not sorted), the event copies that text as it is,
+//! and the event's own fields are written as they are visited. Every review logs one such line.
 
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::fmt::format::{JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// The JSON event format (see the module docs); use with `fmt_fields(JsonFields::new())`.
+/// The JSON event format (see the module docs); use with `fmt_fields(JsonSpanFields)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonLines;
 
-/// Writes `s` as a JSON string.
+/// Span fields as one JSON object (see the module docs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JsonSpanFields;
+
+/// Writes `s` as a JSON string, escaped as serde_json escapes (`"`, `\\`, control characters).
 fn string(out: &mut String, s: &str) {
-    // serde_json's escaping; writing into a String cannot fail.
-    let mut buf = Vec::with_capacity(s.len() + 2);
-    if serde_json::to_writer(&mut buf, s).is_ok() {
-        out.push_str(std::str::from_utf8(&buf).unwrap_or("\"\""));
+    out.push('"');
+    escape(out, s);
+    out.push('"');
+}
+
+/// Appends `s` with JSON string escapes.
+fn escape(out: &mut String, s: &str) {
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Every byte escaped is ASCII, so `i` is a character boundary.
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+}
+
+/// A `fmt::Write` that escapes what it is given (a `Debug` or `Display` value written straight
+/// into a JSON string, without formatting it into a `String` first).
+struct Escaping<'a>(&'a mut String);
+
+impl fmt::Write for Escaping<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape(self.0, s);
+        Ok(())
+    }
+}
+
+impl<'w> FormatFields<'w> for JsonSpanFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut members = String::with_capacity(256);
+        fields.record(&mut Fields(&mut members));
+        writer.write_char('{')?;
+        writer.write_str(members.strip_prefix(',').unwrap_or(&members))?;
+        writer.write_char('}')
+    }
+
+    /// Fields recorded after the span was made: merged into its object (a field given again
+    /// replaces the old value). Rare (the review span is made complete), so done through a map.
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut members = String::new();
+        fields.record(&mut Fields(&mut members));
+        let added = format!("{{{}}}", members.strip_prefix(',').unwrap_or(&members));
+        let mut merged: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&current.fields).unwrap_or_default();
+        if let Ok(serde_json::Value::Object(new)) = serde_json::from_str(&added) {
+            merged.extend(new);
+        }
+        current.fields = serde_json::Value::Object(merged).to_string();
+        Ok(())
     }
 }
 
@@ -72,17 +143,19 @@ impl Visit for Fields<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.key(field);
-        string(self.0, &format!("{value:?}"));
+        self.0.push('"');
+        let _ = write!(Escaping(self.0), "{value:?}");
+        self.0.push('"');
     }
 }
 
-impl<S> FormatEvent<S, JsonFields> for JsonLines
+impl<S> FormatEvent<S, JsonSpanFields> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
+        ctx: &FmtContext<'_, S, JsonSpanFields>,
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
@@ -103,8 +176,8 @@ where
         if let Some(span) = span {
             line.push_str(",\"span\":{");
             let ext = span.extensions();
-            // The span's fields as JsonFields stored them: a JSON object.
-            if let Some(fields) = ext.get::<FormattedFields<JsonFields>>()
+            // The span's fields as JsonSpanFields stored them: a JSON object.
+            if let Some(fields) = ext.get::<FormattedFields<JsonSpanFields>>()
                 && let Some(inner) = fields
                     .fields
                     .trim()
@@ -149,7 +222,7 @@ mod tests {
         let out = buf.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || out.clone())
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .finish();
         tracing::subscriber::with_default(subscriber, || {
@@ -180,5 +253,48 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["error"], "\"x\"");
         assert!(lines[1].get("span").is_none());
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "plain",
+            "q\"uote\\back",
+            "nl\ncr\rtab\tbs\u{8}ff\u{c}",
+            "\u{0}\u{1}\u{1f} \u{7f}",
+            "ünï ✓ 😀 </script>",
+        ] {
+            let mut out = String::new();
+            string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
+            let mut out = String::new();
+            write!(Escaping(&mut out), "{s}").unwrap();
+            assert_eq!(format!("\"{out}\""), serde_json::to_string(s).unwrap());
+        }
+    }
+
+    #[test]
+    fn fields_recorded_later_are_merged_into_the_span() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || out.clone())
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("s", a = 1u64, b = tracing::field::Empty);
+            span.record("b", "later");
+            span.record("a", 2u64);
+            let _e = span.enter();
+            tracing::info!("x");
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"a": 2, "b": "later", "name": "s"})
+        );
     }
 }
