@@ -20,7 +20,7 @@ fn creates_are_allowed_with_injected_macs() {
     for (file, needle) in [
         (
             "examples/multus/pod.yaml",
-            "\"interface\":\"eth2\",\"mac\":\"02:",
+            "\"interface\": \"eth2\", \"mac\": \"02:",
         ),
         ("examples/arktos/vm-pod.yaml", "hotnic.io/mac-addresses"),
         ("examples/kubevirt/vm.yaml", "macAddress: 02:"),

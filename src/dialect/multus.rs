@@ -356,14 +356,36 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
 }
 
 /// Writes MACs (`(element index, MAC)`) into the annotation, in JSON form, keeping element order
-/// and every other field.
+/// and every other field. When every element that gets a MAC is a plain JSON object without a
+/// `mac` member, the MACs are spliced into the text as sent ([`splice_macs`], no decoding, the
+/// rest byte for byte); otherwise the annotation is decoded and written again
+/// ([`rewritten`]). Debug builds (every test) check that both give the same JSON.
 pub fn write_macs(obj: &Value, macs: &[(usize, Mac)], patch: &mut PatchBuilder) {
     let Some(raw) = annotations::get(obj, NETWORKS) else {
         return;
     };
+    if let Some(text) = raw.as_str()
+        && let Some(spliced) = splice_macs(text, macs)
+    {
+        #[cfg(debug_assertions)]
+        {
+            let slow = rewritten(raw, macs).map(|t| serde_json::from_str::<Value>(&t).ok());
+            let fast = serde_json::from_str::<Value>(&spliced).ok();
+            assert_eq!(Some(fast), slow, "spliced: {spliced}");
+        }
+        patch.set_annotation(NETWORKS, spliced);
+        return;
+    }
+    if let Some(text) = rewritten(raw, macs) {
+        patch.set_annotation(NETWORKS, text);
+    }
+}
+
+/// The annotation decoded, its MACs set and encoded again (`None`: unreadable, or nothing changes).
+fn rewritten(raw: &Value, macs: &[(usize, Mac)]) -> Option<String> {
     let parsed = parse_elements(raw);
     if !parsed.problems.is_empty() {
-        return;
+        return None;
     }
     let mut items = parsed.items;
     let mut changed = parsed.short_form;
@@ -376,16 +398,110 @@ pub fn write_macs(obj: &Value, macs: &[(usize, Mac)], patch: &mut PatchBuilder) 
             }
         }
     }
-    if changed {
-        let text = serde_json::to_string(&items).unwrap_or_default();
-        patch.set_annotation(NETWORKS, text);
+    changed.then(|| serde_json::to_string(&items).unwrap_or_default())
+}
+
+/// The JSON-form annotation `text` with `,"mac":"…"` (or `, "mac": "…"` where the element
+/// writes `"key": value`) inserted before the closing brace of each element given a MAC;
+/// everything else as sent. `None` when that would not be exactly the
+/// rewrite: the short form, no MACs, an index given twice or past the end, or an element that
+/// is not an object, already has a `mac` member or holds an escape (a key could spell `mac`
+/// with one).
+fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
+    if macs.is_empty() || !text.trim_start().starts_with('[') {
+        return None;
     }
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let base = text.as_ptr() as usize;
+    // (offset of the element's closing brace, whether the object is empty, MAC), by offset.
+    let mut cuts = Vec::with_capacity(macs.len());
+    for (n, &(i, mac)) in macs.iter().enumerate() {
+        if macs[..n].iter().any(|&(j, _)| j == i) {
+            return None;
+        }
+        let el = items.get(i)?.get();
+        if !el.starts_with('{') || !el.ends_with('}') || el.contains('\\') || el.contains("\"mac\"")
+        {
+            return None;
+        }
+        // The element is a slice of `text` (a borrowed raw value): its offset is the distance.
+        let close = el.as_ptr() as usize - base + el.len() - 1;
+        let empty = el[1..el.len() - 1].trim().is_empty();
+        // In the element's own style: `"key": value` or compact.
+        let spaced = el.contains("\": ");
+        cuts.push((close, empty, spaced, mac));
+    }
+    cuts.sort_unstable_by_key(|c| c.0);
+    let mut out = String::with_capacity(text.len() + cuts.len() * 26);
+    let mut from = 0;
+    for (close, empty, spaced, mac) in cuts {
+        out.push_str(&text[from..close]);
+        out.push_str(match (empty, spaced) {
+            (true, _) => "\"mac\":\"",
+            (false, false) => ",\"mac\":\"",
+            (false, true) => ", \"mac\": \"",
+        });
+        out.push_str(mac.text().as_str());
+        out.push('"');
+        from = close;
+    }
+    out.push_str(&text[from..]);
+    Some(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn macs_are_spliced_into_the_text_as_sent_only_where_that_is_the_rewrite() {
+        let m1: Mac = "02:00:00:00:00:01".parse().unwrap();
+        let m2: Mac = "02:00:00:00:00:02".parse().unwrap();
+        let text = r#" [ {"name": "a", "x": {"y": "}"}} , {} ,{"name":"b","interface":"eth2"}] "#;
+        assert_eq!(
+            splice_macs(text, &[(2, m2), (0, m1)]).as_deref(),
+            Some(
+                r#" [ {"name": "a", "x": {"y": "}"}, "mac": "02:00:00:00:00:01"} , {} ,{"name":"b","interface":"eth2","mac":"02:00:00:00:00:02"}] "#
+            )
+        );
+        assert_eq!(
+            splice_macs(text, &[(1, m1)]).as_deref(),
+            Some(
+                r#" [ {"name": "a", "x": {"y": "}"}} , {"mac":"02:00:00:00:00:01"} ,{"name":"b","interface":"eth2"}] "#
+            )
+        );
+        for (text, macs) in [
+            ("net1@eth1", vec![(0, m1)]),
+            (r#"[{"name":"a"}]"#, vec![]),
+            (r#"[{"name":"a"}]"#, vec![(0, m1), (0, m2)]),
+            (r#"[{"name":"a"}]"#, vec![(1, m1)]),
+            (r#"[{"name":"a","mac":""}]"#, vec![(0, m1)]),
+            (r#"[{"name":"a","mac":null}]"#, vec![(0, m1)]),
+            (r#"[{"name":"a","m\u0061c":""}]"#, vec![(0, m1)]),
+            (r#"[3]"#, vec![(0, m1)]),
+            (r#"[{"name":"a"}"#, vec![(0, m1)]),
+        ] {
+            assert_eq!(splice_macs(text, &macs), None, "{text}");
+        }
+        // Either way, the same JSON comes out.
+        for (text, macs) in [
+            (text, vec![(0, m1), (2, m2)]),
+            (r#"[{"name":"a","mac":"02:AA:00:00:00:01"}]"#, vec![(0, m1)]),
+            ("net1@eth1, ns/net2", vec![(1, m2)]),
+        ] {
+            let obj = json!({"metadata": {"annotations": {NETWORKS: text}}});
+            let mut patch = PatchBuilder::new(&obj);
+            write_macs(&obj, &macs, &mut patch);
+            let ops = serde_json::to_value(patch.finish()).unwrap();
+            let written: Value = serde_json::from_str(ops[0]["value"].as_str().unwrap()).unwrap();
+            let mut expected = parse_elements(&json!(text)).items;
+            for (i, m) in &macs {
+                expected[*i]["mac"] = json!(m.to_string());
+            }
+            assert_eq!(written, Value::Array(expected), "{text}");
+        }
+    }
 
     #[test]
     fn short_form() {
