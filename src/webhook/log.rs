@@ -216,8 +216,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_json_object_per_line_with_the_current_span() {
+    /// What `f` logs through [`JsonSpanFields`] and [`JsonLines`].
+    fn logged(f: impl FnOnce()) -> String {
         let buf = Buf::default();
         let out = buf.clone();
         let subscriber = tracing_subscriber::fmt()
@@ -225,14 +225,19 @@ mod tests {
             .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn one_json_object_per_line_with_the_current_span() {
+        let text = logged(|| {
             let span = tracing::info_span!("review", uid = "u\"1", dry_run = false, n = 3u64);
             let _e = span.enter();
             tracing::info!(patch_ops = 2, ratio = 0.5, text = %"a\nb", "review answered");
             drop(_e);
             tracing::warn!(error = ?"x", "outside");
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -276,21 +281,13 @@ mod tests {
 
     #[test]
     fn fields_recorded_later_are_merged_into_the_span() {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || out.clone())
-            .fmt_fields(JsonSpanFields)
-            .event_format(JsonLines)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged(|| {
             let span = tracing::info_span!("s", a = 1u64, b = tracing::field::Empty);
             span.record("b", "later");
             span.record("a", 2u64);
             let _e = span.enter();
             tracing::info!("x");
         });
-        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let line: Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(
             line["span"],
