@@ -359,16 +359,8 @@ fn allowed_body(uid: &str, patch: Option<&json_patch::Patch>) -> Vec<u8> {
     out.extend_from_slice(b",\"allowed\":true");
     if let Some(patch) = patch {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        let json = patch_json(patch);
-        let start = out.len();
-        out.resize(
-            start + base64::encoded_len(json.len(), true).unwrap_or(0),
-            0,
-        );
-        let written = base64::engine::general_purpose::STANDARD
-            .encode_slice(&json, &mut out[start..])
-            .unwrap_or(0);
-        out.truncate(start + written);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(patch_json(patch));
+        out.extend_from_slice(encoded.as_bytes());
         out.push(b'"');
     }
     out.extend_from_slice(b"}}");

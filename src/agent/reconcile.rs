@@ -444,14 +444,12 @@ impl Reconciler {
         // 2a. The NICs that need a CNI ADD are plugged concurrently (up to `parallel_plugs` at
         //     once, each into its own report); the reports are merged in NIC order below, so the
         //     status, `network-status` and Events read as if the plugs ran one after another.
+        let repeated = |i: usize| wanted[..i].iter().any(|o| o.ifname == wanted[i].ifname);
         let mut plugged: Vec<Option<(NicStatus, PodReport)>> = Vec::new();
         if let (Some(ns), Some(l)) = (open, &links) {
             plugged.resize_with(wanted.len(), || None);
-            let mut todo = (0..wanted.len()).filter(|&i| {
-                let w = &wanted[i];
-                !wanted[..i].iter().any(|o| o.ifname == w.ifname)
-                    && !kept.iter().any(|e| e.ifname == w.ifname)
-            });
+            let mut todo = (0..wanted.len())
+                .filter(|&i| !repeated(i) && !kept.iter().any(|e| e.ifname == wanted[i].ifname));
             let mut running = FuturesUnordered::new();
             loop {
                 while running.len() < self.parallel_plugs.max(1) {
@@ -469,7 +467,7 @@ impl Reconciler {
 
         // 2b. Wanted NICs, in order (a name asked for twice: only the first is plugged).
         for (i, w) in wanted.iter().enumerate() {
-            if wanted[..i].iter().any(|o| o.ifname == w.ifname) {
+            if repeated(i) {
                 let e = ReconcileError::DuplicateIfname {
                     ifname: w.ifname.clone(),
                 };
