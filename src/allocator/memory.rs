@@ -24,9 +24,29 @@ pub struct InMemoryAllocator {
 struct State {
     cursor: u64,
     held: HashMap<(Scope, Mac), Owner>,
-    /// The MAC each named NIC of an owner (by [`Owner::fingerprint`]) last claimed, per scope.
-    by_nic: HashMap<(u64, String, Scope), Mac>,
+    /// The MAC each named NIC of an owner (by [`Owner::fingerprint`]) last claimed, per scope:
+    /// a short list per owner, so a lookup builds no key.
+    by_nic: HashMap<u64, Vec<NicClaim>>,
     in_range: usize,
+}
+
+/// The MAC one named NIC claimed in one scope.
+#[derive(Debug)]
+struct NicClaim {
+    nic: String,
+    scope: Scope,
+    mac: Mac,
+}
+
+impl State {
+    /// The MAC `nic` of the owner known by `fp` last claimed in `scope`.
+    fn nic_mac(&self, fp: u64, nic: &str, scope: &Scope) -> Option<Mac> {
+        self.by_nic
+            .get(&fp)?
+            .iter()
+            .find(|c| c.nic == nic && c.scope == *scope)
+            .map(|c| c.mac)
+    }
 }
 
 impl InMemoryAllocator {
@@ -97,7 +117,7 @@ impl MacAllocator for InMemoryAllocator {
         }
         let st = self.lock();
         owner.identities().into_iter().flatten().find_map(|fp| {
-            let mac = *st.by_nic.get(&(fp, nic.to_string(), scope.clone()))?;
+            let mac = st.nic_mac(fp, nic, scope)?;
             // Still this owner's (not released, not taken over).
             st.held
                 .get(&(scope.clone(), mac))
@@ -131,7 +151,15 @@ impl MacAllocator for InMemoryAllocator {
                 holder: Box::new(holder.clone()),
             }),
             Some(holder) => {
-                if !req.dry_run {
+                // Rewritten only when the request knows the object better; a repeated create
+                // of the same object changes nothing.
+                // (`same_object` has compared group, resource and namespace.)
+                let unchanged = (holder.token.is_some() || req.owner.token.is_none())
+                    && holder.name == req.owner.name
+                    && holder.uid == req.owner.uid
+                    && holder.kind == req.owner.kind
+                    && holder.generate_name == req.owner.generate_name;
+                if !req.dry_run && !unchanged {
                     // The same object, now known better (a name, a new incarnation's uid).
                     let token = holder.token.take().or_else(|| req.owner.token.clone());
                     *holder = Owner {
@@ -152,12 +180,18 @@ impl MacAllocator for InMemoryAllocator {
             }
         };
         if result.is_ok() && !req.dry_run && !req.nic.is_empty() {
-            let nic = (
-                req.owner.fingerprint(),
-                req.nic.to_string(),
-                req.scope.clone(),
-            );
-            st.by_nic.insert(nic, req.mac);
+            let claims = st.by_nic.entry(req.owner.fingerprint()).or_default();
+            match claims
+                .iter_mut()
+                .find(|c| c.nic == req.nic && c.scope == *req.scope)
+            {
+                Some(c) => c.mac = req.mac,
+                None => claims.push(NicClaim {
+                    nic: req.nic.to_string(),
+                    scope: req.scope.clone(),
+                    mac: req.mac,
+                }),
+            }
         }
         Box::pin(std::future::ready(result))
     }
@@ -191,7 +225,10 @@ impl MacAllocator for InMemoryAllocator {
         let gone = st.held.get(&key).is_some_and(|h| h.same_object(owner));
         if gone {
             st.held.remove(&key);
-            st.by_nic.retain(|(_, _, s), m| !(*m == mac && s == scope));
+            st.by_nic.retain(|_, claims| {
+                claims.retain(|c| !(c.mac == mac && c.scope == *scope));
+                !claims.is_empty()
+            });
             if self.range.contains(mac) {
                 st.in_range -= 1;
             }
