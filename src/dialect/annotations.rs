@@ -26,7 +26,7 @@ pub fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
 
 /// Field path of an annotation, e.g. `metadata.annotations[hotnic.io/interface-capacity]`.
 pub fn path(key: &str) -> String {
-    format!("metadata.annotations[{key}]")
+    crate::model::key_path("metadata.annotations", key)
 }
 
 /// A label's value, if the object has it.

@@ -3,12 +3,12 @@
 //! `generateName` to the name it got. Never a release.
 
 use super::mutate::Plan;
-use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
+use super::{Cause, Denial, FastSet, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::allocator::{AllocError, ClaimError, ClaimRequest, Owner, Scope};
 use crate::dialect::annotations;
 use crate::model::{Field, Mac, Rule};
 use crate::runtime::Chain;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// How many rounds of candidates a review may find already claimed (by another replica, before
@@ -241,7 +241,7 @@ pub(super) async fn claim_all(
     }
 
     // New MACs, in rounds: candidates for every NIC still without one, claimed together.
-    let mut avoid: HashSet<Mac> = HashSet::new();
+    let mut avoid: FastSet<Mac> = FastSet::default();
     let mut pending: Vec<usize> = plan.inject.clone();
     let mut rounds = 0;
     // The first round claims the proposal's candidates.

@@ -1,10 +1,10 @@
 //! Mutations: MAC injection (keeping MACs stable across updates) and the capacity default.
 
+use super::FastSet;
 use super::{Denial, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::allocator::CLAIM_TOKEN;
 use crate::dialect::{self, PatchBuilder, annotations};
 use crate::model::{MAX_CAPACITY, Mac, parse_capacity};
-use std::collections::HashSet;
 
 /// What the mutation will write and claim, before the allocator is asked.
 #[derive(Clone)]
@@ -16,7 +16,7 @@ pub(super) struct Plan {
     /// MACs given on new NICs, to claim for the object: (NIC index, MAC).
     pub claim: Vec<(usize, Mac)>,
     /// Every MAC the object (new and old) carries: a new one must differ from all of them.
-    pub taken: HashSet<Mac>,
+    pub taken: FastSet<Mac>,
     /// A claim token to write into the object (a CREATE without a name).
     pub token: Option<String>,
 }
@@ -34,13 +34,17 @@ pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result
         return Err(Outcome::allow(Vec::new()));
     }
     let old_nics = s.old.iter().flat_map(|o| o.nics.iter());
-    let taken: HashSet<Mac> = s
-        .new
-        .nics
-        .iter()
-        .chain(old_nics)
-        .filter_map(|n| n.parsed_mac())
-        .collect();
+    let mut taken = FastSet::with_capacity_and_hasher(
+        s.new.nics.len() + s.old.as_ref().map_or(0, |o| o.nics.len()),
+        Default::default(),
+    );
+    taken.extend(
+        s.new
+            .nics
+            .iter()
+            .chain(old_nics)
+            .filter_map(|n| n.parsed_mac()),
+    );
     let mut plan = Plan {
         assigned: Vec::new(),
         inject: Vec::new(),

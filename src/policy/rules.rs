@@ -4,6 +4,7 @@
 //! and its hint are here, including those on the readers' findings ([`findings`]).
 
 use super::{Cause, Operation, Request, Subject};
+use super::{FastMap, FastSet};
 use crate::allocator::Owner;
 use crate::model::ifname::{kubevirt_name_problem, linux_ifname_problem};
 use crate::model::{
@@ -200,7 +201,7 @@ fn suggest_name(w: &Workload) -> String {
 
 /// Rule 1: every NIC named, validly for its dialect, uniquely.
 fn names(w: &Workload, causes: &mut Vec<Cause>) {
-    let mut seen: HashMap<&str, &Nic> = HashMap::new();
+    let mut seen: FastMap<&str, &Nic> = FastMap::default();
     for nic in &w.nics {
         let Some(name) = nic.name.as_deref() else {
             causes.push(Cause::new(
@@ -255,13 +256,13 @@ pub(super) fn new_macs(s: &Subject) -> Vec<(usize, Mac)> {
     if s.inherits_macs {
         return Vec::new();
     }
-    let old: std::collections::HashSet<Mac> = s
+    let old: FastSet<Mac> = s
         .old
         .iter()
         .flat_map(|o| o.nics.iter())
         .filter_map(Nic::parsed_mac)
         .collect();
-    let mut count: HashMap<Mac, usize> = HashMap::new();
+    let mut count: FastMap<Mac, usize> = FastMap::default();
     for m in s
         .new
         .nics
@@ -288,7 +289,7 @@ fn macs(s: &Subject, held: &HashMap<usize, Owner>, causes: &mut Vec<Cause>) {
         && w.nics
             .iter()
             .any(|n| n.method.as_deref() == Some("masquerade"));
-    let mut seen: HashMap<Mac, &Nic> = HashMap::new();
+    let mut seen: FastMap<Mac, &Nic> = FastMap::default();
     let leave_out = "or leave it out and hotnic assigns one";
     for (i, nic) in w.nics.iter().enumerate().filter(|(_, n)| !n.implicit) {
         let Some(raw) = &nic.mac else { continue };
