@@ -43,15 +43,18 @@ static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::Worker
     std::sync::Mutex::new(None);
 
 /// Sets up tracing to stderr (filter from `RUST_LOG`, default `info`). Safe to call twice.
-/// Lines are written by a thread of their own, so a review never waits for stderr; none is
-/// dropped (a full queue makes the logger wait); [`flush_logs`] before exiting.
+/// Lines are written by a thread of their own, so a review never waits for stderr, in batches of
+/// what is queued; none is dropped (a full queue makes the logger wait); [`flush_logs`] before
+/// exiting.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .thread_name("hotnic-log")
-        .finish(std::io::stderr());
+        // The thread writes every line queued, then flushes: under load one write(2) carries
+        // many lines (stderr is unbuffered: one per line otherwise), and no line waits.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
