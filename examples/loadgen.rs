@@ -657,21 +657,28 @@ impl Conn {
     }
 }
 
-/// Bytes of patches kept for checking after the run, at most; past that they are checked at once.
+/// Bytes of distinct patches kept for checking after the run, at most; past that they are
+/// checked at once.
 const DEFERRED_BYTES: usize = 256 << 20;
 
-/// A patch to check after the run: the review's index, the uid, the base64 patch.
-type Deferred = (usize, String, String);
+/// Patches to check after the run, each distinct one once: (the review's index, the base64
+/// patch) → (the uid of its first answer, how many answers carried it). The same patch to the
+/// same review applies the same way however often it comes, so checking it once checks every
+/// answer that carried it; keeping them all would spend the budget (and the client's CPU on
+/// checks during the run) on copies.
+type Deferred = std::collections::HashMap<(usize, String), (String, u64)>;
 
 /// What one connection saw in the measured window (and the wrong answers at any time).
 #[derive(Default)]
 struct Tally {
     /// Patches to check after the run.
-    deferred: Vec<Deferred>,
+    deferred: Deferred,
     /// Patches checked at once (the deferred budget was spent).
     checked_at_once: u64,
-    /// Patches checked after the run.
+    /// Answers whose patch was checked after the run.
     patches_checked: u64,
+    /// Distinct (review, patch) pairs among them.
+    distinct_patches: u64,
     /// Latencies of right answers in the window, nanoseconds.
     latencies: Vec<u64>,
     /// Open loop: how late requests went out after their intended time, nanoseconds.
@@ -759,11 +766,17 @@ async fn connection(
                 let checked =
                     check(review, &uid, a.status, &c.buf[a.body.clone()]).and_then(|patch| {
                         let Some(patch) = patch else { return Ok(()) };
+                        let key = (index, patch);
+                        if let Some((_, n)) = t.deferred.get_mut(&key) {
+                            *n += 1;
+                            return Ok(());
+                        }
+                        let patch = key.1;
                         let kept = plan
                             .deferred_bytes
                             .fetch_add(patch.len(), std::sync::atomic::Ordering::Relaxed);
                         if kept + patch.len() <= DEFERRED_BYTES {
-                            t.deferred.push((index, uid.clone(), patch));
+                            t.deferred.insert((index, patch), (uid.clone(), 1));
                             Ok(())
                         } else {
                             t.checked_at_once += 1;
@@ -944,7 +957,9 @@ async fn run(args: Args) -> Result<bool> {
             Ok(Some(t)) => {
                 let t = t?;
                 total.latencies.extend(t.latencies);
-                total.deferred.extend(t.deferred);
+                for (key, (uid, n)) in t.deferred {
+                    total.deferred.entry(key).or_insert((uid, 0)).1 += n;
+                }
                 total.checked_at_once += t.checked_at_once;
                 total.lag.extend(t.lag);
                 total.wrong += t.wrong;
@@ -971,13 +986,14 @@ async fn run(args: Args) -> Result<bool> {
     }
     // The patches kept for now. A wrong one is a wrong answer; its latency stays counted (it is
     // known only now), which changes nothing as the run fails.
-    for (index, uid, patch) in std::mem::take(&mut total.deferred) {
+    for ((index, patch), (uid, n)) in std::mem::take(&mut total.deferred) {
         let review = &plan.reviews[index];
-        total.patches_checked += 1;
+        total.patches_checked += n;
+        total.distinct_patches += 1;
         if let Err(why) = check_patch(review, &patch) {
-            total.wrong += 1;
+            total.wrong += n;
             total.note(format!(
-                "wrong patch for {} (uid {uid}): {why}",
+                "wrong patch for {} (uid {uid}, carried by {n} answers): {why}",
                 review.name
             ));
         }
@@ -1042,8 +1058,8 @@ fn report(args: &Args, plan: &Plan, mut t: Tally, cpu0: Cpu, cpu1: Cpu) -> Resul
     let patches = t.patches_checked + t.checked_at_once;
     if patches > 0 {
         line += &format!(
-            "; {patches} patches applied and checked ({} during the run)",
-            t.checked_at_once
+            "; {patches} patches applied and checked ({} distinct after the run, {} during it)",
+            t.distinct_patches, t.checked_at_once
         );
     }
     println!("{line}");

@@ -54,7 +54,10 @@ pub fn init_logging(format: LogFormat) {
         .thread_name("hotnic-log")
         // The thread writes every line queued, then flushes: under load one write(2) carries
         // many lines (stderr is unbuffered: one per line otherwise), and no line waits.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
