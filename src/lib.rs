@@ -21,6 +21,7 @@ pub mod check;
 pub mod claims;
 pub mod cli;
 pub mod dialect;
+pub mod fast_hash;
 pub mod libvirt;
 pub mod model;
 pub mod nic;

@@ -7,8 +7,8 @@
 //! Networks are interned once each (scope id 0 is the cluster).
 
 use super::{AllocError, MacRange, Owner, Scope};
+use crate::fast_hash::FastMap;
 use crate::model::{Mac, NetworkRef};
-use std::collections::HashMap;
 
 const MAC_BITS: u32 = 48;
 const MAC_MASK: u64 = (1 << MAC_BITS) - 1;
@@ -17,8 +17,8 @@ const MAC_MASK: u64 = (1 << MAC_BITS) - 1;
 #[derive(Debug, Clone)]
 pub struct ClaimIndex {
     range: MacRange,
-    claims: HashMap<u64, u64>,
-    scopes: HashMap<NetworkRef, u16>,
+    claims: FastMap<u64, u64>,
+    scopes: FastMap<NetworkRef, u16>,
     in_range: usize,
     /// Claims of addresses [`MacRange::next_fit`] could hand out, by scope id: a full scope is
     /// answered at once, without a walk over the range.
@@ -32,8 +32,8 @@ impl ClaimIndex {
     pub fn new(range: MacRange) -> Self {
         ClaimIndex {
             range,
-            claims: HashMap::new(),
-            scopes: HashMap::new(),
+            claims: FastMap::default(),
+            scopes: FastMap::default(),
             in_range: 0,
             usable: vec![0],
             capacity: range.usable_len(),
@@ -43,7 +43,7 @@ impl ClaimIndex {
     /// An empty index with room for `n` claims.
     pub fn with_capacity(range: MacRange, n: usize) -> Self {
         ClaimIndex {
-            claims: HashMap::with_capacity(n),
+            claims: FastMap::with_capacity_and_hasher(n, Default::default()),
             ..Self::new(range)
         }
     }

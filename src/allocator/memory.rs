@@ -7,8 +7,8 @@ use super::{
     AllocError, AllocFuture, ClaimError, ClaimRequest, MacAllocator, MacRange, Owner, Scope,
     ScopeMode,
 };
+use crate::fast_hash::FastMap;
 use crate::model::Mac;
-use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// In-memory MAC allocator: a random start, then next-fit, so a released MAC is not handed out
@@ -23,10 +23,10 @@ pub struct InMemoryAllocator {
 #[derive(Debug)]
 struct State {
     cursor: u64,
-    held: HashMap<(Scope, Mac), Owner>,
+    held: FastMap<(Scope, Mac), Owner>,
     /// The MAC each named NIC of an owner (by [`Owner::fingerprint`]) last claimed, per scope:
     /// a short list per owner, so a lookup builds no key.
-    by_nic: HashMap<u64, Vec<NicClaim>>,
+    by_nic: FastMap<u64, Vec<NicClaim>>,
     in_range: usize,
 }
 
@@ -63,8 +63,8 @@ impl InMemoryAllocator {
             mode: ScopeMode::Cluster,
             state: Mutex::new(State {
                 cursor: start,
-                held: HashMap::new(),
-                by_nic: HashMap::new(),
+                held: FastMap::default(),
+                by_nic: FastMap::default(),
                 in_range: 0,
             }),
         }

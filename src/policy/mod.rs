@@ -23,11 +23,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
 
-/// A set for one review's MACs and names: seeded per process (hash flooding costs the attacker a
-/// guess), much cheaper than SipHash for the few keys a review holds.
-pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
-/// A map for one review, hashed as [`FastSet`].
-pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+use crate::fast_hash::{FastMap, FastSet};
 use std::sync::Arc;
 
 /// Policy settings.
