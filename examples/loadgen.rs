@@ -666,7 +666,7 @@ const DEFERRED_BYTES: usize = 256 << 20;
 /// same review applies the same way however often it comes, so checking it once checks every
 /// answer that carried it; keeping them all would spend the budget (and the client's CPU on
 /// checks during the run) on copies.
-type Deferred = std::collections::HashMap<(usize, String), (String, u64)>;
+type Deferred = hotnic::fast_hash::FastMap<(usize, String), (String, u64)>;
 
 /// What one connection saw in the measured window (and the wrong answers at any time).
 #[derive(Default)]
