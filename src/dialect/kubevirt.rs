@@ -119,7 +119,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "name" | "macAddress" | "state"))
             .map(|(k, v)| BindingField {
-                key: format!("interface.{k}"),
+                key: format!("interface.{k}").into(),
                 path: format!("{path}.{k}"),
                 value: v.clone(),
                 set_once: false,
@@ -137,7 +137,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
                         m.iter()
                             .filter(|(k, _)| k.as_str() != "name")
                             .map(|(k, v)| BindingField {
-                                key: format!("network.{k}"),
+                                key: format!("network.{k}").into(),
                                 path: format!("{}.{k}", index_path(&nets_path, j)),
                                 value: v.clone(),
                                 set_once: false,

@@ -104,8 +104,9 @@ impl std::fmt::Display for NetworkRef {
 /// One attribute of a NIC's binding (what it is plugged into). Compared by `key` across updates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BindingField {
-    /// Identity of the attribute within its NIC, e.g. `portId`, `network.multus`.
-    pub key: String,
+    /// Identity of the attribute within its NIC, e.g. `portId`, `network.multus` (most are
+    /// fixed names, which cost no allocation).
+    pub key: std::borrow::Cow<'static, str>,
     /// Field path in this object.
     pub path: String,
     /// Its value (`Null` when absent).

@@ -454,8 +454,8 @@ fn binding(new: &Workload, old: &Workload, causes: &mut Vec<Cause>) {
         let keys = nic
             .binding
             .iter()
-            .map(|b| b.key.as_str())
-            .chain(was.binding.iter().map(|b| b.key.as_str()))
+            .map(|b| b.key.as_ref())
+            .chain(was.binding.iter().map(|b| b.key.as_ref()))
             .collect::<Vec<_>>();
         let mut done: Vec<&str> = Vec::new();
         for key in keys {
