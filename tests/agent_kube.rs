@@ -313,13 +313,19 @@ fn suite(c: &dyn Cluster, node: &Node, kc: &Path, t: &str) {
     }
     // Events.
     let web_uid = c.pod(t, "web").unwrap()["metadata"]["uid"].clone();
-    let plugged = events(c, "NICPlugged");
-    assert!(plugged.len() >= 2, "{plugged:?}");
-    assert!(
-        plugged
-            .iter()
-            .any(|e| e["involvedObject"]["uid"] == web_uid && e["type"] == "Normal")
-    );
+    // Events are written after the status they explain: waited for, not read at once.
+    wait_for("NICPlugged events", LIMIT, || {
+        let plugged = events(c, "NICPlugged");
+        if plugged.len() >= 2
+            && plugged
+                .iter()
+                .any(|e| e["involvedObject"]["uid"] == web_uid && e["type"] == "Normal")
+        {
+            Ok(())
+        } else {
+            Err(format!("{plugged:?}"))
+        }
+    });
     assert!(
         c.pod(t, "elsewhere").unwrap()["metadata"]["annotations"]
             .get("hotnic.io/nic-status")
@@ -430,14 +436,17 @@ fn arktos_checks(c: &dyn Cluster, t: &str, vm_ns: &Netns) {
             .1,
         "02:00:00:31:00:01"
     );
-    let failed = events(c, "NICPlugFailed");
     let missing = format!("{t}/missing");
-    assert!(
-        failed
-            .iter()
-            .any(|e| e["type"] == "Warning" && e["message"].as_str().unwrap().contains(&missing)),
-        "{failed:?}"
-    );
+    wait_for("NICPlugFailed event", LIMIT, || {
+        let failed = events(c, "NICPlugFailed");
+        if failed.iter().any(|e| {
+            e["type"] == "Warning" && e["message"].as_str().unwrap_or("").contains(&missing)
+        }) {
+            Ok(())
+        } else {
+            Err(format!("{failed:?}"))
+        }
+    });
 }
 
 /// A template resolver that counts its calls: with `--cri-socket` each would be a CRI lookup
