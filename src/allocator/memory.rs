@@ -345,6 +345,54 @@ mod tests {
     }
 
     #[test]
+    fn each_named_nic_gets_back_its_own_mac_and_a_new_uid_is_recorded() {
+        let a = InMemoryAllocator::with_cursor(small(), 0);
+        let owner = pod("a");
+        let claim_nic = |owner: &Owner, nic: &str, mac: Mac| {
+            a.claim(ClaimRequest {
+                owner,
+                scope: &Scope::Cluster,
+                mac,
+                nic,
+                dry_run: false,
+            })
+            .now_or_never()
+            .unwrap()
+        };
+        let m1 = a.candidate(&Scope::Cluster, &|_| false, false).unwrap();
+        claim_nic(&owner, "eth1", m1).unwrap();
+        let m2 = a.candidate(&Scope::Cluster, &|_| false, false).unwrap();
+        claim_nic(&owner, "eth2", m2).unwrap();
+        assert_ne!(m1, m2);
+        assert_eq!(a.held_for(&owner, "eth1", &Scope::Cluster), Some(m1));
+        assert_eq!(a.held_for(&owner, "eth2", &Scope::Cluster), Some(m2));
+        assert_eq!(a.held_for(&owner, "eth3", &Scope::Cluster), None);
+        // The same claim again changes nothing; a new incarnation's uid is recorded.
+        claim_nic(&owner, "eth1", m1).unwrap();
+        let reborn = Owner {
+            uid: Some("u2".into()),
+            ..owner.clone()
+        };
+        claim_nic(&reborn, "eth1", m1).unwrap();
+        let holder = a
+            .holder(&Scope::Cluster, m1)
+            .now_or_never()
+            .unwrap()
+            .unwrap();
+        assert_eq!(holder.unwrap().uid.as_deref(), Some("u2"));
+        assert_eq!(a.held(), 2);
+        // Released: that NIC's MAC is forgotten, the other one kept.
+        assert!(
+            a.release(&owner, &Scope::Cluster, m1)
+                .now_or_never()
+                .unwrap()
+                .unwrap()
+        );
+        assert_eq!(a.held_for(&owner, "eth1", &Scope::Cluster), None);
+        assert_eq!(a.held_for(&owner, "eth2", &Scope::Cluster), Some(m2));
+    }
+
+    #[test]
     fn a_nameless_claim_is_bound_by_its_token_not_by_a_prefix() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
         let pending = Owner {
