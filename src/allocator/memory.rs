@@ -152,13 +152,24 @@ impl MacAllocator for InMemoryAllocator {
             }),
             Some(holder) => {
                 // Rewritten only when the request knows the object better; a repeated create
-                // of the same object changes nothing.
-                // (`same_object` has compared group, resource and namespace.)
-                let unchanged = (holder.token.is_some() || req.owner.token.is_none())
-                    && holder.name == req.owner.name
-                    && holder.uid == req.owner.uid
-                    && holder.kind == req.owner.kind
-                    && holder.generate_name == req.owner.generate_name;
+                // of the same object changes nothing. Every field is named, so a new one has to
+                // be considered here (`same_object` has compared group, resource and namespace;
+                // the holder keeps its token).
+                let Owner {
+                    group: _,
+                    resource: _,
+                    namespace: _,
+                    kind,
+                    name,
+                    generate_name,
+                    uid,
+                    token,
+                } = req.owner;
+                let unchanged = (holder.token.is_some() || token.is_none())
+                    && holder.name == *name
+                    && holder.uid == *uid
+                    && holder.kind == *kind
+                    && holder.generate_name == *generate_name;
                 if !req.dry_run && !unchanged {
                     // The same object, now known better (a name, a new incarnation's uid).
                     let token = holder.token.take().or_else(|| req.owner.token.clone());

@@ -266,28 +266,11 @@ pub fn key_path(base: &str, key: &str) -> String {
 pub fn index_path(base: &str, index: usize) -> String {
     let mut p = String::with_capacity(base.len() + 8);
     p.push_str(base);
-    p.push('[');
-    push_decimal(&mut p, index);
-    p.push(']');
+    // Written into the one buffer: `format!` costs more than the path (built for every NIC of
+    // every review).
+    use std::fmt::Write as _;
+    let _ = write!(p, "[{index}]");
     p
-}
-
-/// Appends `n` in decimal (paths are built for every NIC of every review; `format!` costs more
-/// than the path).
-fn push_decimal(out: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 //! `generateName` to the name it got. Never a release.
 
 use super::mutate::Plan;
-use super::{Cause, Denial, FastSet, Operation, Outcome, Policy, Request, Subject, rules};
+use super::{Cause, Denial, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::allocator::{AllocError, ClaimError, ClaimRequest, Owner, Scope};
 use crate::dialect::annotations;
+use crate::fast_hash::FastSet;
 use crate::model::{Field, Mac, Rule};
 use crate::runtime::Chain;
 use std::collections::HashMap;

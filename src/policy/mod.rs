@@ -22,8 +22,6 @@ use crate::model::{Rule, Workload};
 use futures::FutureExt;
 use serde_json::Value;
 use std::collections::HashMap;
-
-use crate::fast_hash::{FastMap, FastSet};
 use std::sync::Arc;
 
 /// Policy settings.

@@ -1,9 +1,9 @@
 //! Mutations: MAC injection (keeping MACs stable across updates) and the capacity default.
 
-use super::FastSet;
 use super::{Denial, Operation, Outcome, Policy, Request, Subject, rules};
 use crate::allocator::CLAIM_TOKEN;
 use crate::dialect::{self, PatchBuilder, annotations};
+use crate::fast_hash::FastSet;
 use crate::model::{MAX_CAPACITY, Mac, parse_capacity};
 
 /// What the mutation will write and claim, before the allocator is asked.

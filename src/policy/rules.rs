@@ -4,8 +4,8 @@
 //! and its hint are here, including those on the readers' findings ([`findings`]).
 
 use super::{Cause, Operation, Request, Subject};
-use super::{FastMap, FastSet};
 use crate::allocator::Owner;
+use crate::fast_hash::{FastMap, FastSet};
 use crate::model::ifname::{kubevirt_name_problem, linux_ifname_problem};
 use crate::model::{
     Dialect, Fact, Finding, Mac, NameStyle, Nic, Rule, ShortForm, Syntax, UnplugStyle, Workload,
