@@ -410,7 +410,17 @@ fn suite(c: &dyn Cluster, node: &Node, kc: &Path, t: &str) {
 /// Arktos VM pod: nic-status annotation and status.nicStatuses through pods/status; a NIC on a
 /// missing network fails with a Warning event.
 fn arktos_checks(c: &dyn Cluster, t: &str, vm_ns: &Netns) {
-    let vm = wait_nic_status(c, t, "vm", &[("eth1", "Ready"), ("eth2", "Failed")]);
+    wait_nic_status(c, t, "vm", &[("eth1", "Ready"), ("eth2", "Failed")]);
+    // status.nicStatuses goes through pods/status after the annotation: waited for too.
+    let vm = wait_for("status.nicStatuses of the VM pod", LIMIT, || {
+        let vm = c.pod(t, "vm").ok_or("no pod")?;
+        let s = &vm["status"]["nicStatuses"];
+        if s[0]["state"] == "Ready" && s[1]["state"] == "Failed" {
+            Ok(vm)
+        } else {
+            Err(format!("{s}"))
+        }
+    });
     let nic_statuses = &vm["status"]["nicStatuses"];
     assert_eq!(nic_statuses[0]["portID"], "port-1");
     assert_eq!(nic_statuses[0]["state"], "Ready");
