@@ -19,6 +19,14 @@ pub const NIC_STATUS: &str = "hotnic.io/nic-status";
 /// KubeVirt's interface-capacity resource name.
 pub const KUBEVIRT_INTERFACE_RESOURCE: &str = "kubevirt.io/interface";
 
+/// Field path of the [`NETWORKS`] annotation (as [`path`] writes it; fixed, so a NIC's
+/// [`FieldPath`](crate::model::FieldPath) borrows it).
+pub const NETWORKS_PATH: &str = "metadata.annotations[k8s.v1.cni.cncf.io/networks]";
+/// Field path of the [`DEFAULT_NETWORK`] annotation.
+pub const DEFAULT_NETWORK_PATH: &str = "metadata.annotations[v1.multus-cni.io/default-network]";
+/// Field path of the [`MAC_ADDRESSES`] annotation.
+pub const MAC_ADDRESSES_PATH: &str = "metadata.annotations[hotnic.io/mac-addresses]";
+
 /// An annotation's value, if the object has it (any JSON type).
 pub fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
     obj.get("metadata")?.get("annotations")?.get(key)
@@ -94,6 +102,13 @@ impl PatchBuilder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn fixed_paths_are_the_paths() {
+        assert_eq!(NETWORKS_PATH, path(NETWORKS));
+        assert_eq!(DEFAULT_NETWORK_PATH, path(DEFAULT_NETWORK));
+        assert_eq!(MAC_ADDRESSES_PATH, path(MAC_ADDRESSES));
+    }
 
     #[test]
     fn creates_annotations_once_and_escapes_keys() {

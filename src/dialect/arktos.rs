@@ -1,8 +1,8 @@
 //! Arktos VM pods: `spec.nics[]`, with MACs in the `hotnic.io/mac-addresses` annotation.
 
-use super::annotations::{self, MAC_ADDRESSES, PatchBuilder};
+use super::annotations::{self, MAC_ADDRESSES, MAC_ADDRESSES_PATH, PatchBuilder};
 use crate::model::{
-    BindingField, Dialect, Finding, Mac, NetworkRef, Nic, Syntax, Workload, index_path,
+    BindingField, Dialect, FieldPath, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
 };
 use serde_json::{Map, Value};
 
@@ -11,7 +11,7 @@ const NICS: &str = "spec.nics";
 
 /// The MAC annotation as a map (NIC name → MAC text), or its syntax error.
 fn mac_map(obj: &Value) -> Result<Map<String, Value>, Finding> {
-    let bad = |s: Syntax| Finding::new(annotations::path(MAC_ADDRESSES), s);
+    let bad = |s: Syntax| Finding::new(MAC_ADDRESSES_PATH, s);
     match annotations::get(obj, MAC_ADDRESSES) {
         None | Some(Value::Null) => Ok(Map::new()),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(Map::new()),
@@ -46,12 +46,12 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         }
     };
     for (i, item) in list.iter().enumerate() {
-        let path = index_path(NICS, i);
+        let path = FieldPath::element(NICS, i);
         let Some(el) = item.as_object() else {
             w.found(path, Syntax::NotAnObject);
             continue;
         };
-        let mut text = |k: &str| super::optional_string(el, k, &path, &mut w.findings);
+        let mut text = |k: &'static str| super::optional_string(el, k, &path, &mut w.findings);
         let name = text("name");
         let lower = text("portId");
         let upper = text("portID");
@@ -63,7 +63,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
                     lower: a.clone(),
                     upper: b.clone(),
                 };
-                w.found(format!("{path}.portID"), spellings);
+                w.found(path.member("portID"), spellings);
                 ("portId", lower.clone())
             }
             (Some(_), _) => ("portId", lower.clone()),
@@ -77,17 +77,17 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
             .filter(|m| !m.is_empty())
             .map(str::to_string);
         let mac_path = match &name {
-            Some(n) => format!("{}.{n}", annotations::path(MAC_ADDRESSES)),
-            None => annotations::path(MAC_ADDRESSES),
+            Some(n) => FieldPath::new(MAC_ADDRESSES_PATH).member(n.clone()),
+            None => FieldPath::new(MAC_ADDRESSES_PATH),
         };
         w.nics.push(Nic {
             primary: i == 0 || name.as_deref() == Some("eth0"),
-            name_path: format!("{path}.name"),
+            name_path: path.member("name"),
             mac,
             mac_path,
             binding: vec![BindingField {
                 key: "portId".into(),
-                path: format!("{path}.{port_key}"),
+                path: path.member(port_key),
                 value: port_id.clone().map(Value::String).unwrap_or(Value::Null),
                 set_once: true,
             }],

@@ -2,7 +2,7 @@
 
 use super::annotations::{KUBEVIRT_INTERFACE_RESOURCE, PatchBuilder};
 use crate::model::{
-    BindingField, Dialect, Fact, Field, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
+    BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
     index_path, key_path,
 };
 use serde_json::Value;
@@ -23,6 +23,17 @@ fn root(d: Dialect) -> (&'static [&'static str], &'static str) {
     match d {
         Dialect::VirtualMachine => (&["spec", "template", "spec"], "spec.template.spec"),
         _ => (&["spec"], "spec"),
+    }
+}
+
+/// Field paths of the interface and network lists (fixed, so NIC paths borrow them).
+fn list_paths(d: Dialect) -> (&'static str, &'static str) {
+    match d {
+        Dialect::VirtualMachine => (
+            "spec.template.spec.domain.devices.interfaces",
+            "spec.template.spec.networks",
+        ),
+        _ => ("spec.domain.devices.interfaces", "spec.networks"),
     }
 }
 
@@ -53,14 +64,13 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
     let Some(spec) = at(obj, tokens) else {
         return w;
     };
-    let ifaces_path = format!("{base}.domain.devices.interfaces");
-    let nets_path = format!("{base}.networks");
+    let (ifaces_path, nets_path) = list_paths(d);
     let ifaces = list(
         at(spec, &["domain", "devices", "interfaces"]),
-        &ifaces_path,
+        ifaces_path,
         &mut w.findings,
     );
-    let nets = list(spec.get("networks"), &nets_path, &mut w.findings);
+    let nets = list(spec.get("networks"), nets_path, &mut w.findings);
 
     let resources = format!("{base}.domain.resources");
     for (which, slot) in [("requests", 0), ("limits", 1)] {
@@ -82,7 +92,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
 
     // Interfaces and networks are paired by name: record the names without a partner.
     for (j, net) in nets.iter().enumerate() {
-        let path = format!("{}.name", index_path(&nets_path, j));
+        let path = format!("{}.name", index_path(nets_path, j));
         let Some(n) = name_of(net) else {
             w.found(path, Fact::UnnamedNetwork);
             continue;
@@ -90,7 +100,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         if !ifaces.iter().any(|i| name_of(i) == Some(n)) {
             let fact = Fact::NetworkWithoutInterface {
                 name: n.to_string(),
-                interfaces: ifaces_path.clone(),
+                interfaces: ifaces_path.to_string(),
             };
             w.found(path, fact);
         }
@@ -98,7 +108,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
 
     let mut primary = None;
     for (i, iface) in ifaces.iter().enumerate() {
-        let path = index_path(&ifaces_path, i);
+        let path = FieldPath::element(ifaces_path, i);
         let Some(obj_i) = iface.as_object() else {
             w.found(path, Syntax::NotAnObject);
             continue;
@@ -120,7 +130,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
             .filter(|(k, _)| !matches!(k.as_str(), "name" | "macAddress" | "state"))
             .map(|(k, v)| BindingField {
                 key: format!("interface.{k}").into(),
-                path: format!("{path}.{k}"),
+                path: path.member(k.clone()),
                 value: v.clone(),
                 set_once: false,
             })
@@ -138,7 +148,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
                             .filter(|(k, _)| k.as_str() != "name")
                             .map(|(k, v)| BindingField {
                                 key: format!("network.{k}").into(),
-                                path: format!("{}.{k}", index_path(&nets_path, j)),
+                                path: FieldPath::element(nets_path, j).member(k.clone()),
                                 value: v.clone(),
                                 set_once: false,
                             }),
@@ -169,18 +179,18 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
                     });
             }
             (None, Some(n)) => w.found(
-                format!("{path}.name"),
+                path.member("name"),
                 Fact::InterfaceWithoutNetwork {
                     name: n.clone(),
-                    networks: nets_path.clone(),
+                    networks: nets_path.to_string(),
                 },
             ),
             (None, None) => {}
         }
         w.nics.push(Nic {
-            name_path: format!("{path}.name"),
+            name_path: path.member("name"),
             mac,
-            mac_path: format!("{path}.macAddress"),
+            mac_path: path.member("macAddress"),
             binding,
             method,
             network,
@@ -214,5 +224,20 @@ pub fn write_macs(d: Dialect, macs: &[(usize, Mac)], patch: &mut PatchBuilder) {
             "macAddress",
         ]);
         patch.add(&path, Value::String(mac.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_paths_are_under_the_root() {
+        for d in [Dialect::VirtualMachine, Dialect::VirtualMachineInstance] {
+            let (_, base) = root(d);
+            let (ifaces, nets) = list_paths(d);
+            assert_eq!(ifaces, format!("{base}.domain.devices.interfaces"));
+            assert_eq!(nets, format!("{base}.networks"));
+        }
     }
 }

@@ -7,7 +7,7 @@ pub mod kubevirt;
 pub mod multus;
 pub mod view;
 
-use crate::model::{Dialect, Field, Finding, Mac, Syntax, Workload};
+use crate::model::{Dialect, Field, FieldPath, Finding, Mac, Syntax, Workload};
 pub use annotations::PatchBuilder;
 use serde_json::Value;
 
@@ -202,8 +202,8 @@ pub fn owned_by_vm(obj: &Value) -> bool {
 /// recorded as a syntax finding at `{path}.{key}` and read as `None`.
 fn optional_string(
     obj: &serde_json::Map<String, Value>,
-    key: &str,
-    path: &str,
+    key: &'static str,
+    path: &FieldPath,
     findings: &mut Vec<Finding>,
 ) -> Option<String> {
     match obj.get(key) {
@@ -211,7 +211,7 @@ fn optional_string(
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {
             findings.push(Finding::new(
-                format!("{path}.{key}"),
+                path.member(key),
                 Syntax::NotAString(other.clone()),
             ));
             None

@@ -3,8 +3,8 @@
 use super::annotations::{self, NETWORKS, PatchBuilder};
 use super::view::Key;
 use crate::model::{
-    BindingField, Dialect, Fact, Field, Finding, Mac, NetworkRef, Nic, ShortForm, Syntax, Workload,
-    index_path,
+    BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, ShortForm,
+    Syntax, Workload, index_path,
 };
 use serde_json::{Map, Value};
 
@@ -226,15 +226,17 @@ fn slow_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
 
 /// A string member as the reader takes it: absent or `null` is `None`; any other non-string is
 /// a syntax finding at `{path}.{key}` and read as `None`.
-fn text(v: Option<Value>, key: &str, path: &str, findings: &mut Vec<Finding>) -> Option<String> {
+fn text(
+    v: Option<Value>,
+    key: &'static str,
+    path: &FieldPath,
+    findings: &mut Vec<Finding>,
+) -> Option<String> {
     match v {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s),
         Some(other) => {
-            findings.push(Finding::new(
-                format!("{path}.{key}"),
-                Syntax::NotAString(other),
-            ));
+            findings.push(Finding::new(path.member(key), Syntax::NotAString(other)));
             None
         }
     }
@@ -249,10 +251,10 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
     });
     w.nics.push(Nic {
         name: Some("eth0".into()),
-        path: "the cluster default network (eth0)".into(),
-        name_path: annotations::path(annotations::DEFAULT_NETWORK),
+        path: FieldPath::new("the cluster default network (eth0)"),
+        name_path: FieldPath::new(annotations::DEFAULT_NETWORK_PATH),
         mac: None,
-        mac_path: String::new(),
+        mac_path: FieldPath::default(),
         binding: Vec::new(),
         method: None,
         network: None,
@@ -266,19 +268,12 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
     let Some(raw) = annotations::get(obj, NETWORKS) else {
         return w;
     };
-    let base = annotations::path(NETWORKS);
     let (items, problems) = read_elements(raw);
     w.findings.extend(problems);
     for (i, el) in items.into_iter().enumerate() {
         let Some(el) = el else { continue };
-        let path = index_path(&base, i);
-        let field = |k: &str| {
-            let mut f = String::with_capacity(path.len() + 1 + k.len());
-            f.push_str(&path);
-            f.push('.');
-            f.push_str(k);
-            f
-        };
+        let path = FieldPath::element(annotations::NETWORKS_PATH, i);
+        let field = |k: &'static str| path.member(k);
         let name = text(el.name, "name", &path, &mut w.findings);
         let ns = text(el.namespace, "namespace", &path, &mut w.findings);
         let ifname = text(el.interface, "interface", &path, &mut w.findings);

@@ -4,10 +4,12 @@ pub mod cause;
 pub mod finding;
 pub mod ifname;
 pub mod mac;
+pub mod path;
 
 pub use cause::Rule;
 pub use finding::{Fact, Finding, ShortForm, Syntax};
 pub use mac::Mac;
+pub use path::FieldPath;
 use serde_json::Value;
 
 /// Which API a workload's NICs are written in.
@@ -108,7 +110,7 @@ pub struct BindingField {
     /// fixed names, which cost no allocation).
     pub key: std::borrow::Cow<'static, str>,
     /// Field path in this object.
-    pub path: String,
+    pub path: FieldPath,
     /// Its value (`Null` when absent).
     pub value: Value,
     /// May go from empty to set once (Arktos `portId`), but never change after.
@@ -121,13 +123,13 @@ pub struct Nic {
     /// The NIC's name (Multus `interface`), if it has one.
     pub name: Option<String>,
     /// Field path of the NIC element, e.g. `spec.nics[1]`.
-    pub path: String,
+    pub path: FieldPath,
     /// Field path of its name.
-    pub name_path: String,
+    pub name_path: FieldPath,
     /// The MAC as written (not yet validated); `None` when missing or empty.
     pub mac: Option<String>,
-    /// Field path of its MAC.
-    pub mac_path: String,
+    /// Field path of its MAC (empty for a NIC written nowhere).
+    pub mac_path: FieldPath,
     /// What it is plugged into; immutable once the NIC exists.
     pub binding: Vec<BindingField>,
     /// Binding method (KubeVirt `bridge`, `masquerade`, `sriov`, `binding:<name>`); `None` for pods.

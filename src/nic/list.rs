@@ -146,7 +146,7 @@ pub fn row(w: &Workload, nic: &Nic, statuses: &[NicStatus]) -> NicRow {
         port_id: nic.port_id.clone(),
         state,
         reason: reported.map(|s| s.reason.clone()).filter(|r| !r.is_empty()),
-        field: nic.path.clone(),
+        field: nic.path.to_string(),
     }
 }
 

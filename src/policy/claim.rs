@@ -32,7 +32,7 @@ fn deny(causes: Vec<Cause>, stats: ClaimStats) -> Result<ClaimStats, (Denial, Cl
 }
 
 /// The cause for an allocator failure at a NIC's MAC.
-fn failed(path: &str, e: &AllocError, hint: &str) -> Cause {
+fn failed(path: impl Into<String>, e: &AllocError, hint: &str) -> Cause {
     Cause::new(Rule::Allocation, path, format!("{}; {hint}", Chain(e)))
 }
 
@@ -191,7 +191,7 @@ pub(super) async fn claim_all(
             .first()
             .map(|c| c.0)
             .or(plan.inject.first().copied());
-        let path = first.map_or("metadata", |i| nics[i].mac_path.as_str());
+        let path = first.map_or_else(|| "metadata".into(), |i| nics[i].mac_path.to_string());
         return finish(
             stats,
             vec![failed(
@@ -343,7 +343,7 @@ pub(super) async fn claim_all(
 }
 
 /// The rule-2 cause for a MAC another object holds.
-fn conflict(path: &str, mac: Mac, holder: &Owner, scope: &Scope) -> Cause {
+fn conflict(path: impl Into<String>, mac: Mac, holder: &Owner, scope: &Scope) -> Cause {
     let on = match scope {
         Scope::Cluster => String::new(),
         Scope::Network(n) => format!(" on network {n}"),

@@ -177,9 +177,9 @@ fn malformed(d: Dialect, path: &str, s: &Syntax) -> Cause {
 
 /// The list a NIC's element path belongs to (`spec.nics[2]` → `spec.nics`), for NICs that are gone.
 fn list_path(nic: &Nic) -> String {
-    match nic.path.rfind('[') {
-        Some(i) if nic.path.ends_with(']') => nic.path[..i].to_string(),
-        _ => nic.path.clone(),
+    match nic.path.list() {
+        Some(list) => list.to_string(),
+        None => nic.path.to_string(),
     }
 }
 
@@ -430,7 +430,7 @@ fn capacity(req: &Request<'_>, s: &Subject, causes: &mut Vec<Cause>) {
                 .as_deref()
                 .is_none_or(|name| old.by_name(name).is_none_or(|o| !o.present))
         });
-        let path = added.map_or_else(|| "metadata".to_string(), |n| n.path.clone());
+        let path = added.map_or_else(|| "metadata".to_string(), |n| n.path.to_string());
         causes.push(Cause::new(
             Rule::Capacity,
             path,
