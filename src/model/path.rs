@@ -86,8 +86,18 @@ impl From<FieldPath> for String {
 }
 
 impl PartialEq<str> for FieldPath {
+    /// Whether the path, written out, is `other` (compared as it is written, no `String`).
     fn eq(&self, other: &str) -> bool {
-        self.to_string() == other
+        /// Consumes the expected text as the path is written; fails at the first difference.
+        struct Rest<'a>(&'a str);
+        impl fmt::Write for Rest<'_> {
+            fn write_str(&mut self, s: &str) -> fmt::Result {
+                self.0 = self.0.strip_prefix(s).ok_or(fmt::Error)?;
+                Ok(())
+            }
+        }
+        let mut rest = Rest(other);
+        fmt::write(&mut rest, format_args!("{self}")).is_ok() && rest.0.is_empty()
     }
 }
 
