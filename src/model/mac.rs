@@ -64,28 +64,35 @@ impl FromStr for Mac {
 
     /// Accepts `aa:bb:cc:dd:ee:ff` and `aa-bb-cc-dd-ee-ff`, any case.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || MacParseError(s.to_string());
+        /// A hex digit's value.
+        fn nibble(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                b'A'..=b'F' => Some(c - b'A' + 10),
+                _ => None,
+            }
+        }
         let bytes = s.as_bytes();
-        if bytes.len() != 17 {
-            return Err(err());
-        }
-        let sep = bytes[2];
-        if sep != b':' && sep != b'-' {
-            return Err(err());
-        }
-        let mut out = [0u8; 6];
-        for (i, octet) in out.iter_mut().enumerate() {
-            let at = i * 3;
-            if i > 0 && bytes[at - 1] != sep {
-                return Err(err());
+        let parsed = (|| {
+            if bytes.len() != 17 {
+                return None;
             }
-            let hex = s.get(at..at + 2).ok_or_else(err)?;
-            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return Err(err());
+            let sep = bytes[2];
+            if sep != b':' && sep != b'-' {
+                return None;
             }
-            *octet = u8::from_str_radix(hex, 16).map_err(|_| err())?;
-        }
-        Ok(Mac(out))
+            let mut out = [0u8; 6];
+            for (i, octet) in out.iter_mut().enumerate() {
+                let at = i * 3;
+                if i > 0 && bytes[at - 1] != sep {
+                    return None;
+                }
+                *octet = nibble(bytes[at])? << 4 | nibble(bytes[at + 1])?;
+            }
+            Some(Mac(out))
+        })();
+        parsed.ok_or_else(|| MacParseError(s.to_string()))
     }
 }
 
@@ -156,6 +163,9 @@ mod tests {
             "02:aa:bb:cc:dd:e",
             " 2:aa:bb:cc:dd:ee",
             "+2:aa:bb:cc:dd:ee",
+            "02:aa:bb:cc:dd:é",
+            "02:aa:bb:cc:dd:-1",
+            "02:aa:bb:cc:dd: e",
         ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad:?} parsed");
         }
