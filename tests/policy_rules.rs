@@ -644,7 +644,11 @@ fn rule4_binding_is_immutable() {
                     s["domain"]["devices"]["interfaces"][1] = json!({"name": "secondary", "sriov": {}, "macAddress": "02:00:00:00:00:31"});
                 }),
             ),
-            Deny(vec![leak(format!("{VMI}[1].sriov"))]),
+            // Both sides' keys: the new one set, the old one (only on the old object) unset.
+            Deny(vec![
+                leak(format!("{VMI}[1].sriov")),
+                leak(format!("{VMI}[1].bridge")),
+            ]),
         ),
         (
             "vm model changed",

@@ -441,28 +441,39 @@ fn capacity(req: &Request<'_>, s: &Subject, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A workload's NICs by name, the first of each (as [`Workload::by_name`]), for the rules that
+/// pair every NIC of one object with the other's: one pass instead of a scan per NIC.
+fn by_name(w: &Workload) -> FastMap<&str, &Nic> {
+    let mut map = FastMap::with_capacity_and_hasher(w.nics.len(), Default::default());
+    for nic in &w.nics {
+        if let Some(name) = nic.name.as_deref() {
+            map.entry(name).or_insert(nic);
+        }
+    }
+    map
+}
+
 /// Rule 4: a NIC present in old and new keeps its binding and its MAC.
 fn binding(new: &Workload, old: &Workload, causes: &mut Vec<Cause>) {
     let hint = "a plugged NIC keeps what it is plugged into; unplug it and plug a new NIC with another name instead";
+    let old_by_name = by_name(old);
     for nic in new.nics.iter().filter(|n| !n.implicit) {
         let Some(name) = nic.name.as_deref() else {
             continue;
         };
-        let Some(was) = old.by_name(name).filter(|o| !o.implicit) else {
+        let Some(was) = old_by_name.get(name).copied().filter(|o| !o.implicit) else {
             continue;
         };
+        // Every key of either side once, the new side's first (a NIC has a handful).
         let keys = nic
             .binding
             .iter()
-            .map(|b| b.key.as_ref())
-            .chain(was.binding.iter().map(|b| b.key.as_ref()))
-            .collect::<Vec<_>>();
-        let mut done: Vec<&str> = Vec::new();
-        for key in keys {
-            if done.contains(&key) {
+            .chain(&was.binding)
+            .map(|b| b.key.as_ref());
+        for (n, key) in keys.clone().enumerate() {
+            if keys.clone().take(n).any(|k| k == key) {
                 continue;
             }
-            done.push(key);
             let now = nic.binding_field(key);
             let before = was.binding_field(key);
             let nv = now.map_or(&Value::Null, |b| &b.value);
@@ -517,6 +528,7 @@ fn primary(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
         ));
     }
     let Some(old) = old else { return };
+    let mut new_by_name = None;
     for was in old
         .nics
         .iter()
@@ -525,7 +537,10 @@ fn primary(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
         let Some(name) = was.name.as_deref() else {
             continue;
         };
-        if new.by_name(name).is_none() {
+        if !new_by_name
+            .get_or_insert_with(|| by_name(new))
+            .contains_key(name)
+        {
             causes.push(Cause::new(
                 Rule::Primary,
                 list_path(was),
@@ -557,11 +572,12 @@ fn primary(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
 /// Rule 6 (KubeVirt): unplug with `state: absent` (bridge only), hot-plug with bridge or SR-IOV.
 fn kubevirt_unplug(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Cause>) {
     let method = |n: &Nic| n.method.clone().unwrap_or_else(|| "no binding".into());
+    let old_by_name = old.map(by_name).unwrap_or_default();
     for nic in new.nics.iter().filter(|n| !n.present && !n.primary) {
         let already = nic
             .name
             .as_deref()
-            .and_then(|name| old?.by_name(name))
+            .and_then(|name| old_by_name.get(name))
             .is_some_and(|o| !o.present);
         if !already && nic.method.as_deref() != Some("bridge") {
             causes.push(Cause::new(
@@ -575,11 +591,12 @@ fn kubevirt_unplug(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Caus
         }
     }
     let Some(old) = old else { return };
+    let new_by_name = by_name(new);
     for was in old.nics.iter().filter(|n| n.present && !n.primary) {
         let Some(name) = was.name.as_deref() else {
             continue;
         };
-        if new.by_name(name).is_none() {
+        if !new_by_name.contains_key(name) {
             causes.push(Cause::new(
                 Rule::Unplug,
                 list_path(was),
@@ -588,7 +605,10 @@ fn kubevirt_unplug(new: &Workload, old: Option<&Workload>, causes: &mut Vec<Caus
         }
     }
     for nic in &new.nics {
-        let is_new = nic.name.as_deref().is_none_or(|n| old.by_name(n).is_none());
+        let is_new = nic
+            .name
+            .as_deref()
+            .is_none_or(|n| !old_by_name.contains_key(n));
         let ok = matches!(nic.method.as_deref(), Some("bridge") | Some("sriov"));
         if is_new && nic.present && !ok {
             causes.push(Cause::new(
