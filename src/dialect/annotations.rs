@@ -29,7 +29,7 @@ pub const MAC_ADDRESSES_PATH: &str = "metadata.annotations[hotnic.io/mac-address
 
 /// An annotation's value, if the object has it (any JSON type).
 pub fn get<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
-    obj.get("metadata")?.get("annotations")?.get(key)
+    super::view::at(obj, &["metadata", "annotations", key])
 }
 
 /// Field path of an annotation, e.g. `metadata.annotations[hotnic.io/interface-capacity]`.
@@ -39,7 +39,7 @@ pub fn path(key: &str) -> String {
 
 /// A label's value, if the object has it.
 pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get("labels")?.get(key)?.as_str()
+    super::view::at(obj, &["metadata", "labels", key])?.as_str()
 }
 
 /// Builds a minimal JSON Patch against one object.
@@ -53,12 +53,12 @@ pub struct PatchBuilder {
 impl PatchBuilder {
     /// A builder for `obj` (it notes whether `metadata.annotations` exists).
     pub fn new(obj: &Value) -> Self {
-        let meta = obj.get("metadata").filter(|m| m.is_object());
+        let meta = super::view::member(obj, "metadata").filter(|m| m.is_object());
         PatchBuilder {
             ops: Vec::new(),
             has_metadata: meta.is_some(),
             has_annotations: meta
-                .and_then(|m| m.get("annotations"))
+                .and_then(|m| super::view::member(m, "annotations"))
                 .is_some_and(Value::is_object),
         }
     }

@@ -37,7 +37,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         w.findings.push(f);
         Map::new()
     });
-    let list = match obj.get("spec").and_then(|s| s.get("nics")) {
+    let list = match super::view::at(obj, &["spec", "nics"]) {
         None | Some(Value::Null) => return w,
         Some(Value::Array(a)) => a,
         Some(other) => {

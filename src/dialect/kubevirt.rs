@@ -1,6 +1,7 @@
 //! KubeVirt `VirtualMachine` / `VirtualMachineInstance`: interfaces paired with networks by name.
 
 use super::annotations::{KUBEVIRT_INTERFACE_RESOURCE, PatchBuilder};
+use super::view::{at, in_map, member};
 use crate::model::{
     BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
     index_path, key_path,
@@ -37,10 +38,6 @@ fn list_paths(d: Dialect) -> (&'static str, &'static str) {
     }
 }
 
-fn at<'a>(v: &'a Value, tokens: &[&str]) -> Option<&'a Value> {
-    tokens.iter().try_fold(v, |v, t| v.get(t))
-}
-
 /// A list at `tokens`, or a syntax finding when it is there but not a list.
 fn list<'a>(v: Option<&'a Value>, path: &str, findings: &mut Vec<Finding>) -> &'a [Value] {
     match v {
@@ -54,7 +51,7 @@ fn list<'a>(v: Option<&'a Value>, path: &str, findings: &mut Vec<Finding>) -> &'
 }
 
 fn name_of(v: &Value) -> Option<&str> {
-    v.get("name").and_then(Value::as_str)
+    member(v, "name").and_then(Value::as_str)
 }
 
 /// Reads a VM or VMI.
@@ -70,7 +67,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         ifaces_path,
         &mut w.findings,
     );
-    let nets = list(spec.get("networks"), nets_path, &mut w.findings);
+    let nets = list(member(spec, "networks"), nets_path, &mut w.findings);
 
     let resources = format!("{base}.domain.resources");
     for (which, slot) in [("requests", 0), ("limits", 1)] {
@@ -116,15 +113,18 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         let name = super::optional_string(obj_i, "name", &path, &mut w.findings);
         let mac = super::optional_string(obj_i, "macAddress", &path, &mut w.findings)
             .filter(|m| !m.is_empty());
-        let present = obj_i.get("state").and_then(Value::as_str) != Some("absent");
-        let method = METHODS.iter().find(|m| obj_i.contains_key(**m)).map(|m| {
-            if *m == "binding" {
-                let plugin = obj_i.get("binding").and_then(name_of).unwrap_or("");
-                format!("binding:{plugin}")
-            } else {
-                m.to_string()
-            }
-        });
+        let present = in_map(obj_i, "state").and_then(Value::as_str) != Some("absent");
+        let method = METHODS
+            .iter()
+            .find(|m| in_map(obj_i, m).is_some())
+            .map(|m| {
+                if *m == "binding" {
+                    let plugin = in_map(obj_i, "binding").and_then(name_of).unwrap_or("");
+                    format!("binding:{plugin}")
+                } else {
+                    m.to_string()
+                }
+            });
         let mut binding: Vec<BindingField> = obj_i
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "name" | "macAddress" | "state"))
@@ -154,18 +154,12 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
                             }),
                     );
                 }
-                let is_default = net_obj.get("pod").is_some()
-                    || net_obj
-                        .get("multus")
-                        .and_then(|m| m.get("default"))
-                        .and_then(Value::as_bool)
-                        == Some(true);
+                let is_default = member(net_obj, "pod").is_some()
+                    || at(net_obj, &["multus", "default"]).and_then(Value::as_bool) == Some(true);
                 if is_default && primary.is_none() {
                     primary = Some(w.nics.len());
                 }
-                network = net_obj
-                    .get("multus")
-                    .and_then(|m| m.get("networkName"))
+                network = at(net_obj, &["multus", "networkName"])
                     .and_then(Value::as_str)
                     .map(|full| match full.split_once('/') {
                         Some((ns, n)) => NetworkRef {

@@ -93,11 +93,7 @@ const NIC_FIELDS: &[&[&str]] = &[
 /// (manifests/base/webhook-configurations.yaml) say the same in CEL, and tests/manifests.rs
 /// checks that they agree on every captured review and every example.
 pub fn carries_nics(obj: &Value) -> bool {
-    NIC_FIELDS.iter().any(|path| {
-        path.iter()
-            .try_fold(obj, |v, key| v.as_object()?.get(*key))
-            .is_some()
-    })
+    NIC_FIELDS.iter().any(|path| view::at(obj, path).is_some())
 }
 
 /// Which dialect a request's object speaks (looking at the old object too, so that removing the
@@ -122,11 +118,8 @@ pub fn detect(
             if annotations::label(obj, "kubevirt.io") == Some("virt-launcher") {
                 return Err(None);
             }
-            let arktos = objects().any(|o| {
-                o.get("spec")
-                    .and_then(|s| s.get("nics"))
-                    .is_some_and(|v| !v.is_null())
-            });
+            let arktos =
+                objects().any(|o| view::at(o, &["spec", "nics"]).is_some_and(|v| !v.is_null()));
             let multus = objects().any(|o| annotations::get(o, annotations::NETWORKS).is_some());
             // A pod with both speaks Arktos (the VM-pod API); the annotation is then not ours.
             match (arktos, multus) {
@@ -142,9 +135,7 @@ pub fn detect(
 
 /// Reads an object in a dialect. `namespace` is the request's (objects may lack it on CREATE).
 pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
-    let namespace = obj
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
+    let namespace = view::at(obj, &["metadata", "namespace"])
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())
         .unwrap_or(namespace);
@@ -185,13 +176,12 @@ pub fn write_macs(obj: &Value, w: &Workload, macs: &[(usize, Mac)], patch: &mut 
 
 /// Whether an object is owned by a KubeVirt VirtualMachine (its VMI inherits the VM's MACs).
 pub fn owned_by_vm(obj: &Value) -> bool {
-    obj.get("metadata")
-        .and_then(|m| m.get("ownerReferences"))
+    view::at(obj, &["metadata", "ownerReferences"])
         .and_then(Value::as_array)
         .is_some_and(|refs| {
             refs.iter().any(|r| {
-                r.get("kind").and_then(Value::as_str) == Some("VirtualMachine")
-                    && r.get("apiVersion")
+                view::member(r, "kind").and_then(Value::as_str) == Some("VirtualMachine")
+                    && view::member(r, "apiVersion")
                         .and_then(Value::as_str)
                         .is_some_and(|v| v.starts_with("kubevirt.io/"))
             })
@@ -206,7 +196,7 @@ fn optional_string(
     path: &FieldPath,
     findings: &mut Vec<Finding>,
 ) -> Option<String> {
-    match obj.get(key) {
+    match view::in_map(obj, key) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => {

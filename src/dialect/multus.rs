@@ -113,14 +113,14 @@ struct Element {
 
 impl Element {
     fn from_map(m: &Map<String, Value>) -> Self {
-        let get = |k: &str| m.get(k).cloned();
+        let get = |k: &str| super::view::in_map(m, k).cloned();
         Element {
             name: get("name"),
             namespace: get("namespace"),
             interface: get("interface"),
             mac: get("mac"),
             ips: get("ips"),
-            claim_ref: m.contains_key("ipam-claim-reference"),
+            claim_ref: super::view::in_map(m, "ipam-claim-reference").is_some(),
             default_route: get("default-route"),
         }
     }

@@ -94,6 +94,29 @@ impl<'de> DeserializeSeed<'de> for Keep {
     }
 }
 
+/// Member `key` of `v` if it is an object, as `Value::get`. A view's objects hold a handful of
+/// members, where comparing names is cheaper than hashing the key (serde_json's maps hash with
+/// SipHash); larger objects (whole objects, as `check` and the agent read them) are hashed.
+pub fn member<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    in_map(v.as_object()?, key)
+}
+
+/// Member `key` of an object, as `Map::get` ([`member`] for a map in hand).
+pub fn in_map<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    /// Up to this many members, a scan.
+    const SCAN: usize = 8;
+    if map.len() <= SCAN {
+        map.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
+    } else {
+        map.get(key)
+    }
+}
+
+/// The value at `keys` (each a [`member`] of the one before).
+pub fn at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
+    keys.iter().try_fold(v, |v, k| member(v, k))
+}
+
 /// A member name, borrowed from the input when it has no escapes.
 pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
 
@@ -202,6 +225,29 @@ mod tests {
 
     fn view(v: &Value) -> Value {
         serde_json::from_value::<ObjectView>(v.clone()).unwrap().0
+    }
+
+    #[test]
+    fn member_finds_what_get_finds() {
+        let mut big = Map::new();
+        for i in 0..20 {
+            big.insert(format!("k{i}"), json!(i));
+        }
+        for obj in [
+            json!({"a": 1, "b": {"c": 2}, "": 3}),
+            Value::Object(big),
+            json!([1]),
+            json!("a"),
+            json!(null),
+        ] {
+            for key in ["a", "b", "", "k0", "k19", "k20", "c"] {
+                assert_eq!(member(&obj, key), obj.get(key), "{obj} {key}");
+            }
+        }
+        let v = json!({"a": {"b": {"c": 1}}});
+        assert_eq!(at(&v, &["a", "b", "c"]), Some(&json!(1)));
+        assert_eq!(at(&v, &["a", "x", "c"]), None);
+        assert_eq!(at(&v, &[]), Some(&v));
     }
 
     #[test]

@@ -226,8 +226,7 @@ struct Subject {
 
 /// A string in an object's `metadata`.
 fn meta_str<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.get("metadata")?
-        .get(key)?
+    dialect::view::at(obj, &["metadata", key])?
         .as_str()
         .filter(|s| !s.is_empty())
 }
