@@ -34,6 +34,11 @@ fn string(out: &mut String, s: &str) {
 
 /// Appends `s` with JSON string escapes.
 fn escape(out: &mut String, s: &str) {
+    // Most values (names, uids, field names) need no escape: one scan, one copy.
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: &str = match b {

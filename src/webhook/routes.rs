@@ -210,11 +210,12 @@ async fn answer(s: &AppState, phase: Phase, review: &ReviewView<'_>, start: Inst
         .observe(elapsed.as_secs_f64());
     let span = tracing::info_span!(
         "review",
-        uid = %review.uid,
+        // As `&str`, not `%`: recorded as strings, without a pass through `fmt`.
+        uid = &*review.uid,
         endpoint,
-        kind = %review.kind,
-        namespace = %review.namespace,
-        object_name = %review.name,
+        kind = &*review.kind,
+        namespace = &*review.namespace,
+        object_name = &*review.name,
         operation = review.operation.as_str(),
         dry_run = review.dry_run,
         verdict,
