@@ -35,7 +35,7 @@ fn string(out: &mut String, s: &str) {
 /// Appends `s` with JSON string escapes.
 fn escape(out: &mut String, s: &str) {
     // Most values (names, uids, field names) need no escape: one scan, one copy.
-    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(s.as_bytes()) {
         out.push_str(s);
         return;
     }
@@ -62,6 +62,29 @@ fn escape(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
+}
+
+/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
+/// a time: a byte is below `n` when subtracting `n` borrows into its high bit while its own high
+/// bit is clear; equal to `c` when `x ^ c` is a zero byte (exact as a yes/no for the word).
+fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_ne_bytes(w.try_into().unwrap_or_default());
+        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// A `fmt::Write` that escapes what it is given (a `Debug` or `Display` value written straight
@@ -282,6 +305,25 @@ mod tests {
             write!(Escaping(&mut out), "{s}").unwrap();
             assert_eq!(format!("\"{out}\""), serde_json::to_string(s).unwrap());
         }
+    }
+
+    #[test]
+    fn needs_escape_is_exactly_the_bytes_that_are_escaped() {
+        let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        // Every byte value at every position of words and tails, among bytes that need none.
+        for len in 1..=17 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                    b.iter_mut().for_each(|x| *x = 0xff);
+                    b[at] = c;
+                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
     }
 
     #[test]
