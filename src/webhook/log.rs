@@ -87,6 +87,68 @@ fn needs_escape(b: &[u8]) -> bool {
         .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
+/// The time now as tracing's `SystemTime` writes it (RFC 3339 in UTC, microseconds:
+/// `2026-12-03T13:22:05.123456Z`), the date and time of day written once per second (per
+/// thread) and reused for the lines within it.
+fn timestamp(out: &mut String) -> fmt::Result {
+    use std::cell::RefCell;
+    thread_local! {
+        /// The second last written, and its text up to the `.`.
+        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let Ok(now) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) else {
+        // Before 1970: as tracing writes it.
+        return SystemTime.format_time(&mut Writer::new(out));
+    };
+    let secs = now.as_secs();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != secs {
+            text.clear();
+            write_second(text, secs);
+            *second = secs;
+        }
+        out.push_str(text);
+    });
+    let micros = now.subsec_micros();
+    let mut digits = [b'0'; 6];
+    let mut rest = micros;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.push_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?);
+    out.push('Z');
+    Ok(())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `secs` after the epoch (the civil date from the day count, by
+/// Howard Hinnant's `civil_from_days`).
+fn write_second(out: &mut String, secs: u64) {
+    let days = (secs / 86_400) as i64;
+    let in_day = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if year > 9999 {
+        let _ = write!(out, "+{year}");
+    } else {
+        let _ = write!(out, "{year:04}");
+    }
+    let _ = write!(
+        out,
+        "-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+        in_day / 3_600,
+        in_day / 60 % 60,
+        in_day % 60
+    );
+}
+
 /// A `fmt::Write` that escapes what it is given (a `Debug` or `Display` value written straight
 /// into a JSON string, without formatting it into a `String` first).
 struct Escaping<'a>(&'a mut String);
@@ -190,7 +252,7 @@ where
         let meta = event.metadata();
         let mut line = String::with_capacity(320);
         line.push_str("{\"timestamp\":\"");
-        SystemTime.format_time(&mut Writer::new(&mut line))?;
+        timestamp(&mut line)?;
         line.push_str("\",\"level\":\"");
         line.push_str(meta.level().as_str());
         line.push('"');
@@ -305,6 +367,34 @@ mod tests {
             write!(Escaping(&mut out), "{s}").unwrap();
             assert_eq!(format!("\"{out}\""), serde_json::to_string(s).unwrap());
         }
+    }
+
+    #[test]
+    fn timestamps_are_written_as_tracing_writes_them() {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00."),
+            (951_782_400, "2000-02-29T00:00:00."),
+            (951_868_799, "2000-02-29T23:59:59."),
+            (1_796_307_725, "2026-12-03T14:22:05."),
+            (4_107_542_400, "2100-03-01T00:00:00."),
+            (253_402_300_799, "9999-12-31T23:59:59."),
+            (253_402_300_800, "+10000-01-01T00:00:00."),
+        ] {
+            let mut out = String::new();
+            write_second(&mut out, secs);
+            assert_eq!(out, text);
+        }
+        // Now, against tracing's own (again if a second passed between the two).
+        let ok = (0..5).any(|_| {
+            let mut ours = String::new();
+            let mut theirs = String::new();
+            timestamp(&mut ours).unwrap();
+            SystemTime
+                .format_time(&mut Writer::new(&mut theirs))
+                .unwrap();
+            ours.len() == theirs.len() && ours[..20] == theirs[..20] && ours.ends_with('Z')
+        });
+        assert!(ok);
     }
 
     #[test]
