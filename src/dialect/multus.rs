@@ -145,16 +145,21 @@ impl<'de> serde::Deserialize<'de> for MaybeElement {
                 let mut el = Element::default();
                 while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
                     let slot = match key.as_ref() {
-                        "name" => &mut el.name,
-                        "namespace" => &mut el.namespace,
-                        "interface" => &mut el.interface,
-                        "mac" => &mut el.mac,
-                        "ips" => &mut el.ips,
-                        "default-route" => &mut el.default_route,
+                        b"name" => &mut el.name,
+                        b"namespace" => &mut el.namespace,
+                        b"interface" => &mut el.interface,
+                        b"mac" => &mut el.mac,
+                        b"ips" => &mut el.ips,
+                        b"default-route" => &mut el.default_route,
                         other => {
+                            // Any other name checked as `Value` checks one (a lone surrogate
+                            // escape is an error), so that this fast path and the `Value` one
+                            // agree on what is JSON.
+                            let other =
+                                std::str::from_utf8(other).map_err(serde::de::Error::custom)?;
+                            el.claim_ref |= other == "ipam-claim-reference";
                             // Decoded (and dropped) as `Value` is, so that what it rejects
                             // (a number out of range) is rejected here too.
-                            el.claim_ref |= other == "ipam-claim-reference";
                             map.next_value::<Value>()?;
                             continue;
                         }
@@ -448,6 +453,23 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_lone_surrogate_in_a_member_name_is_not_json_on_either_path() {
+        let raw = json!(r#"[{"\ud800": 1, "name": "x"}]"#);
+        let (items, problems) = read_elements(&raw);
+        assert!(items.is_empty(), "{}", items.len());
+        assert!(
+            matches!(
+                &problems[..],
+                [Finding {
+                    fact: Fact::Syntax(Syntax::NotJson(_)),
+                    ..
+                }]
+            ),
+            "{problems:?}"
+        );
+    }
 
     #[test]
     fn macs_are_spliced_into_the_text_as_sent_only_where_that_is_the_rewrite() {

@@ -117,8 +117,10 @@ pub fn at<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a Value> {
     keys.iter().try_fold(v, |v, k| member(v, k))
 }
 
-/// A member name, borrowed from the input when it has no escapes.
-pub(crate) struct Key<'de>(pub(crate) Cow<'de, str>);
+/// A member name as bytes, borrowed from the input when it has no escapes. Taken as bytes so
+/// that serde_json does not check the UTF-8 of names that are only compared with known ones and
+/// then skipped (as it does not for the values skipped); a name kept is one of ours.
+pub(crate) struct Key<'de>(pub(crate) Cow<'de, [u8]>);
 
 impl<'de> serde::Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -128,17 +130,27 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a member name")
             }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+            fn visit_borrowed_bytes<E>(self, v: &'de [u8]) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Borrowed(v)))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+            fn visit_bytes<E>(self, v: &[u8]) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+            fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Key<'de>, E> {
                 Ok(Key(Cow::Owned(v)))
             }
+            // Deserializers that hand names as strings (a `Value`'s, in tests).
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v.as_bytes())))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.as_bytes().to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.into_bytes())))
+            }
         }
-        d.deserialize_str(V)
+        d.deserialize_bytes(V)
     }
 }
 
@@ -155,10 +167,10 @@ impl<'de> Visitor<'de> for Pruning {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut out = Map::new();
         while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
-            match self.0.iter().find(|(k, _)| *k == key) {
-                Some((_, keep)) => {
+            match self.0.iter().find(|(k, _)| k.as_bytes() == &*key) {
+                Some((name, keep)) => {
                     let v = map.next_value_seed(*keep)?;
-                    out.insert(key.into_owned(), v);
+                    out.insert((*name).to_owned(), v);
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;
@@ -282,6 +294,14 @@ mod tests {
         }
         assert_eq!(
             serde_json::from_str::<ObjectView>(r#"{"metadata": {"n\u0061me": "p"}}"#)
+                .unwrap()
+                .0,
+            json!({"metadata": {"name": "p"}})
+        );
+        // A name never kept is compared as bytes and skipped, like the values skipped: its
+        // UTF-8 (here a lone surrogate escape) is not checked.
+        assert_eq!(
+            serde_json::from_str::<ObjectView>(r#"{"metadata": {"\ud800": 1, "name": "p"}}"#)
                 .unwrap()
                 .0,
             json!({"metadata": {"name": "p"}})
