@@ -4,7 +4,7 @@ use super::annotations::{KUBEVIRT_INTERFACE_RESOURCE, PatchBuilder};
 use super::view::{at, in_map, member};
 use crate::model::{
     BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, Syntax, Workload,
-    index_path, key_path,
+    key_path,
 };
 use serde_json::Value;
 
@@ -89,7 +89,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
 
     // Interfaces and networks are paired by name: record the names without a partner.
     for (j, net) in nets.iter().enumerate() {
-        let path = format!("{}.name", index_path(nets_path, j));
+        let path = FieldPath::element(nets_path, j).member("name");
         let Some(n) = name_of(net) else {
             w.found(path, Fact::UnnamedNetwork);
             continue;
