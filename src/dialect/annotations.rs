@@ -42,6 +42,28 @@ pub fn label<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     super::view::at(obj, &["metadata", "labels", key])?.as_str()
 }
 
+/// The JSON Pointer to `tokens` (`~` written `~0`, `/` written `~1`), as
+/// `PointerBuf::from_tokens` makes it, in one buffer sized once.
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    let mut out = String::with_capacity(tokens.iter().map(|t| t.len() + 3).sum());
+    for token in tokens {
+        out.push('/');
+        let mut rest = *token;
+        while let Some(i) = rest.bytes().position(|b| b == b'~' || b == b'/') {
+            out.push_str(&rest[..i]);
+            out.push_str(if rest.as_bytes()[i] == b'~' {
+                "~0"
+            } else {
+                "~1"
+            });
+            rest = &rest[i + 1..];
+        }
+        out.push_str(rest);
+    }
+    // Well formed by construction; `from_tokens` only if `parse` ever disagreed.
+    PointerBuf::parse(out).unwrap_or_else(|_| PointerBuf::from_tokens(tokens.iter().copied()))
+}
+
 /// Builds a minimal JSON Patch against one object.
 #[derive(Debug)]
 pub struct PatchBuilder {
@@ -66,7 +88,7 @@ impl PatchBuilder {
     /// Adds (or replaces) the member at `tokens` (unescaped JSON Pointer tokens).
     pub fn add(&mut self, tokens: &[&str], value: Value) {
         self.ops.push(PatchOperation::Add(AddOperation {
-            path: PointerBuf::from_tokens(tokens.iter().copied()),
+            path: pointer(tokens),
             value,
         }));
     }
@@ -102,6 +124,22 @@ impl PatchBuilder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn pointers_are_encoded_as_jsonptr_encodes_them() {
+        for tokens in [
+            &[][..],
+            &["metadata"],
+            &["metadata", "annotations", NETWORKS],
+            &["a~b/c", "~~//", "", "x/~1"],
+        ] {
+            assert_eq!(
+                pointer(tokens),
+                PointerBuf::from_tokens(tokens.iter().copied()),
+                "{tokens:?}"
+            );
+        }
+    }
 
     #[test]
     fn fixed_paths_are_the_paths() {
