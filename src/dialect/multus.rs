@@ -4,7 +4,7 @@ use super::annotations::{self, NETWORKS, PatchBuilder};
 use super::view::Key;
 use crate::model::{
     BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, ShortForm,
-    Syntax, Workload, index_path,
+    Syntax, Workload,
 };
 use serde_json::{Map, Value};
 
@@ -21,7 +21,7 @@ pub struct Elements {
 
 /// Parses the annotation value (a JSON list, or `net`, `ns/net`, `ns/net@ifname` separated by commas).
 pub fn parse_elements(raw: &Value) -> Elements {
-    let base = annotations::path(NETWORKS);
+    let base = annotations::NETWORKS_PATH;
     let mut out = Elements::default();
     let Some(text) = raw.as_str() else {
         out.problems.push(Finding::new(
@@ -39,8 +39,10 @@ pub fn parse_elements(raw: &Value) -> Elements {
             Ok(items) => {
                 for (i, item) in items.iter().enumerate() {
                     if !item.is_object() {
-                        out.problems
-                            .push(Finding::new(index_path(&base, i), Syntax::NotAnObject));
+                        out.problems.push(Finding::new(
+                            FieldPath::element(base, i),
+                            Syntax::NotAnObject,
+                        ));
                     }
                 }
                 out.items = items;
@@ -59,7 +61,7 @@ pub fn parse_elements(raw: &Value) -> Elements {
             Err(problem) => {
                 let entry = entry.to_string();
                 out.problems.push(Finding::new(
-                    index_path(&base, i),
+                    FieldPath::element(base, i),
                     Syntax::ShortForm { entry, problem },
                 ));
                 out.items.push(Value::Object(Map::new()));
@@ -206,12 +208,14 @@ fn read_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
         && text.starts_with('[')
         && let Ok(items) = serde_json::from_str::<Vec<MaybeElement>>(text)
     {
-        let base = annotations::path(NETWORKS);
         let problems = items
             .iter()
             .enumerate()
             .filter(|(_, e)| e.0.is_none())
-            .map(|(i, _)| Finding::new(index_path(&base, i), Syntax::NotAnObject))
+            .map(|(i, _)| {
+                let path = FieldPath::element(annotations::NETWORKS_PATH, i);
+                Finding::new(path, Syntax::NotAnObject)
+            })
             .collect();
         return (items.into_iter().map(|e| e.0).collect(), problems);
     }

@@ -264,26 +264,12 @@ pub fn key_path(base: &str, key: &str) -> String {
     p
 }
 
-/// Renders a field path for a list index, e.g. `spec.nics[1]`.
-pub fn index_path(base: &str, index: usize) -> String {
-    let mut p = String::with_capacity(base.len() + 8);
-    p.push_str(base);
-    // Written into the one buffer: `format!` costs more than the path (built for every NIC of
-    // every review).
-    use std::fmt::Write as _;
-    let _ = write!(p, "[{index}]");
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn paths_render_as_format_would() {
-        for i in [0, 7, 10, 99, 123, 4_000_007, usize::MAX] {
-            assert_eq!(index_path("spec.nics", i), format!("spec.nics[{i}]"));
-        }
+    fn key_paths_render_the_key_in_brackets() {
         assert_eq!(
             key_path("metadata.annotations", "hotnic.io/interface-capacity"),
             "metadata.annotations[hotnic.io/interface-capacity]"
