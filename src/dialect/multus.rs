@@ -7,6 +7,7 @@ use crate::model::{
     Syntax, Workload,
 };
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// The annotation's elements, each as a JSON object (short-form entries converted).
 #[derive(Debug, Default)]
@@ -100,50 +101,126 @@ fn parse_short(entry: &str) -> Result<Value, ShortForm> {
     Ok(Value::Object(m))
 }
 
+/// A member the reader takes as text, as sent: a string (borrowed from the annotation when it
+/// holds no escape), `null`, or any other value (kept for the finding that names it).
+#[derive(Debug, PartialEq)]
+enum Member<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    Other(Box<Value>),
+}
+
+impl Member<'_> {
+    /// A member of a decoded element (the slow path): owned.
+    fn of(v: &Value) -> Member<'static> {
+        match v {
+            Value::String(s) => Member::Text(Cow::Owned(s.clone())),
+            Value::Null => Member::Null,
+            other => Member::Other(Box::new(other.clone())),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Member<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Member<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Member<'de>, E> {
+                Ok(Member::Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Member<'de>, E> {
+                Ok(Member::Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Member<'de>, E> {
+                Ok(Member::Text(Cow::Owned(v)))
+            }
+            fn visit_unit<E>(self) -> Result<Member<'de>, E> {
+                Ok(Member::Null)
+            }
+            fn visit_none<E>(self) -> Result<Member<'de>, E> {
+                Ok(Member::Null)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Member<'de>, E> {
+                Ok(Member::Other(Box::new(Value::Bool(v))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Member<'de>, E> {
+                Ok(Member::Other(Box::new(Value::from(v))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Member<'de>, E> {
+                Ok(Member::Other(Box::new(Value::from(v))))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Member<'de>, E> {
+                // As `Value` decodes it (a non-finite float cannot come from JSON text).
+                Ok(Member::Other(Box::new(Value::from(v))))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<Member<'de>, A::Error> {
+                let v = serde::Deserialize::deserialize(SeqAccessDeserializer::new(seq))?;
+                Ok(Member::Other(Box::new(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Member<'de>, A::Error> {
+                let v = serde::Deserialize::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Member::Other(Box::new(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// What the reader needs of one element: each member it reads, as sent (`None`: absent; with
 /// a member given twice, the last one, as in a JSON object).
 #[derive(Debug, Default, PartialEq)]
-struct Element {
-    name: Option<Value>,
-    namespace: Option<Value>,
-    interface: Option<Value>,
-    mac: Option<Value>,
+struct Element<'a> {
+    name: Option<Member<'a>>,
+    namespace: Option<Member<'a>>,
+    interface: Option<Member<'a>>,
+    mac: Option<Member<'a>>,
     ips: Option<Value>,
     claim_ref: bool,
     default_route: Option<Value>,
 }
 
-impl Element {
+impl Element<'static> {
     fn from_map(m: &Map<String, Value>) -> Self {
-        let get = |k: &str| super::view::in_map(m, k).cloned();
+        let get = |k: &str| super::view::in_map(m, k);
         Element {
-            name: get("name"),
-            namespace: get("namespace"),
-            interface: get("interface"),
-            mac: get("mac"),
-            ips: get("ips"),
-            claim_ref: super::view::in_map(m, "ipam-claim-reference").is_some(),
-            default_route: get("default-route"),
+            name: get("name").map(Member::of),
+            namespace: get("namespace").map(Member::of),
+            interface: get("interface").map(Member::of),
+            mac: get("mac").map(Member::of),
+            ips: get("ips").cloned(),
+            claim_ref: get("ipam-claim-reference").is_some(),
+            default_route: get("default-route").cloned(),
         }
     }
 }
 
 /// An element that is a JSON object, read member by member (no map built); anything else is
 /// `None`.
-struct MaybeElement(Option<Element>);
+struct MaybeElement<'a>(Option<Element<'a>>);
 
-impl<'de> serde::Deserialize<'de> for MaybeElement {
+impl<'de> serde::Deserialize<'de> for MaybeElement<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> serde::de::Visitor<'de> for V {
-            type Value = MaybeElement;
+            type Value = MaybeElement<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any JSON value")
             }
             fn visit_map<A: serde::de::MapAccess<'de>>(
                 self,
                 mut map: A,
-            ) -> Result<MaybeElement, A::Error> {
+            ) -> Result<MaybeElement<'de>, A::Error> {
                 let mut el = Element::default();
                 while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
                     let slot = match key.as_ref() {
@@ -151,8 +228,14 @@ impl<'de> serde::Deserialize<'de> for MaybeElement {
                         b"namespace" => &mut el.namespace,
                         b"interface" => &mut el.interface,
                         b"mac" => &mut el.mac,
-                        b"ips" => &mut el.ips,
-                        b"default-route" => &mut el.default_route,
+                        b"ips" => {
+                            el.ips = Some(map.next_value()?);
+                            continue;
+                        }
+                        b"default-route" => {
+                            el.default_route = Some(map.next_value()?);
+                            continue;
+                        }
                         other => {
                             // Any other name checked as `Value` checks one (a lone surrogate
                             // escape is an error), so that this fast path and the `Value` one
@@ -173,26 +256,26 @@ impl<'de> serde::Deserialize<'de> for MaybeElement {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
                 self,
                 mut seq: A,
-            ) -> Result<MaybeElement, A::Error> {
+            ) -> Result<MaybeElement<'de>, A::Error> {
                 while seq.next_element::<Value>()?.is_some() {}
                 Ok(MaybeElement(None))
             }
-            fn visit_bool<E>(self, _: bool) -> Result<MaybeElement, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
-            fn visit_i64<E>(self, _: i64) -> Result<MaybeElement, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<MaybeElement, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
-            fn visit_f64<E>(self, _: f64) -> Result<MaybeElement, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
-            fn visit_str<E>(self, _: &str) -> Result<MaybeElement, E> {
+            fn visit_str<E>(self, _: &str) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
-            fn visit_unit<E>(self) -> Result<MaybeElement, E> {
+            fn visit_unit<E>(self) -> Result<MaybeElement<'de>, E> {
                 Ok(MaybeElement(None))
             }
         }
@@ -203,7 +286,7 @@ impl<'de> serde::Deserialize<'de> for MaybeElement {
 /// The annotation's elements as the reader needs them (`None`: not an object), with the same
 /// problems [`parse_elements`] finds. The JSON form is decoded straight into [`Element`]s; the
 /// short form, and any JSON the fast path cannot take, go through [`parse_elements`].
-fn read_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
+fn read_elements(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>) {
     if let Some(text) = raw.as_str().map(str::trim)
         && text.starts_with('[')
         && let Ok(items) = serde_json::from_str::<Vec<MaybeElement>>(text)
@@ -223,7 +306,7 @@ fn read_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
 }
 
 /// [`read_elements`] through [`parse_elements`].
-fn slow_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
+fn slow_elements(raw: &Value) -> (Vec<Option<Element<'static>>>, Vec<Finding>) {
     let parsed = parse_elements(raw);
     let items = parsed
         .items
@@ -235,17 +318,17 @@ fn slow_elements(raw: &Value) -> (Vec<Option<Element>>, Vec<Finding>) {
 
 /// A string member as the reader takes it: absent or `null` is `None`; any other non-string is
 /// a syntax finding at `{path}.{key}` and read as `None`.
-fn text(
-    v: Option<Value>,
+fn text<'a>(
+    v: Option<Member<'a>>,
     key: &'static str,
     path: &FieldPath,
     findings: &mut Vec<Finding>,
-) -> Option<String> {
-    match v {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s),
-        Some(other) => {
-            findings.push(Finding::new(path.member(key), Syntax::NotAString(other)));
+) -> Option<Cow<'a, str>> {
+    match v? {
+        Member::Null => None,
+        Member::Text(s) => Some(s),
+        Member::Other(other) => {
+            findings.push(Finding::new(path.member(key), Syntax::NotAString(*other)));
             None
         }
     }
@@ -310,22 +393,22 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         if el.default_route.is_some_and(|v| !v.is_null()) {
             w.found(field("default-route"), Fact::DefaultRoute);
         }
-        let network_ns = ns.clone().unwrap_or_else(|| namespace.to_string());
-        let network = name.clone().map(|n| NetworkRef {
-            namespace: network_ns.clone(),
-            name: n,
+        let network_ns = ns.as_deref().unwrap_or(namespace);
+        let network = name.as_deref().map(|n| NetworkRef {
+            namespace: network_ns.to_owned(),
+            name: n.to_owned(),
         });
         let binding = vec![
             BindingField {
                 key: "namespace".into(),
                 path: field("namespace"),
-                value: Value::String(network_ns),
+                value: Value::String(network_ns.to_owned()),
                 set_once: false,
             },
             BindingField {
                 key: "name".into(),
                 path: field("name"),
-                value: name.map(Value::String).unwrap_or(Value::Null),
+                value: name.map_or(Value::Null, |n| Value::String(n.into_owned())),
                 set_once: false,
             },
             BindingField {
@@ -340,9 +423,9 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
             },
         ];
         w.nics.push(Nic {
-            name: ifname,
+            name: ifname.map(Cow::into_owned),
             name_path: field("interface"),
-            mac,
+            mac: mac.map(Cow::into_owned),
             mac_path: field("mac"),
             binding,
             method: None,
@@ -548,6 +631,8 @@ mod tests {
             r#"[{"name":"a","name":"b","namespace":null,"interface":7,"mac":["m"]}, 3, "s", [1], null, true]"#,
             r#"[{"name":"a","ips":["10.0.0.1/24"],"ipam-claim-reference":null,"default-route":["1.1.1.1"]}]"#,
             r#"[{"name":"a","ips":[1],"default-route":null}]"#,
+            r#"[{"name":"a\u0062\n","interface":{"k":[1,{"z":null}]},"namespace":true,"mac":-1.5}]"#,
+            r#"[{"name":18446744073709551615,"interface":-3,"mac":{}}]"#,
             r#"[{"name":"a","cni-args":{"big":1e400}}]"#,
             r#"[{"name":"a"}"#,
             r#"[{"name":"a"}] x"#,
