@@ -498,7 +498,7 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
     if macs.is_empty() || !text.trim_start().starts_with('[') {
         return None;
     }
-    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let items = elements_of(text)?;
     let base = text.as_ptr() as usize;
     // (offset of the element's closing brace, whether the object is empty, MAC), by offset.
     let mut cuts = Vec::with_capacity(macs.len());
@@ -506,12 +506,12 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
         if macs[..n].iter().any(|&(j, _)| j == i) {
             return None;
         }
-        let el = items.get(i)?.get();
+        let el = *items.get(i)?;
         if !el.starts_with('{') || !el.ends_with('}') || el.contains('\\') || el.contains("\"mac\"")
         {
             return None;
         }
-        // The element is a slice of `text` (a borrowed raw value): its offset is the distance.
+        // The element is a slice of `text`: its offset is the distance.
         let close = el.as_ptr() as usize - base + el.len() - 1;
         let empty = el[1..el.len() - 1].trim().is_empty();
         // In the element's own style: `"key": value` or compact.
@@ -534,6 +534,103 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
     }
     out.push_str(&text[from..]);
     Some(out)
+}
+
+/// The top-level elements of the JSON list `text`, each as the slice of `text` it spans (what
+/// `Vec<&RawValue>` gives, without decoding): a scan that follows strings (and their escapes)
+/// and nesting only. `None` when the text is not shaped as a list of values.
+///
+/// It does not check the JSON within the elements: the splice works on an annotation the reader
+/// has already read as JSON (a MAC is only asked for a NIC read from it), and debug builds check
+/// every splice against the decoded rewrite.
+fn elements_of(text: &str) -> Option<Vec<&str>> {
+    let b = text.as_bytes();
+    let mut i = b.iter().position(|c| !c.is_ascii_whitespace())?;
+    if b[i] != b'[' {
+        return None;
+    }
+    i += 1;
+    let mut out = Vec::new();
+    // Nesting inside the list; where the current element started.
+    let mut depth = 0usize;
+    let mut start = None;
+    // Whether a comma came since the last element (a value then must follow).
+    let mut expect_value = true;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'"' => {
+                if depth == 0 {
+                    if !expect_value {
+                        return None;
+                    }
+                    start = Some(i);
+                }
+                i += 1;
+                loop {
+                    match b.get(i)? {
+                        b'"' => break,
+                        b'\\' => i += 2,
+                        _ => i += 1,
+                    }
+                }
+                if depth == 0 {
+                    out.push(&text[start.take()?..=i]);
+                    expect_value = false;
+                }
+            }
+            b'{' | b'[' => {
+                if depth == 0 {
+                    if !expect_value {
+                        return None;
+                    }
+                    start = Some(i);
+                }
+                depth += 1;
+            }
+            b'}' | b']' => {
+                if depth == 0 {
+                    // The list's own end: only whitespace may follow.
+                    if c != b']' || (expect_value && !out.is_empty()) {
+                        return None;
+                    }
+                    return b[i + 1..]
+                        .iter()
+                        .all(u8::is_ascii_whitespace)
+                        .then_some(out);
+                }
+                depth -= 1;
+                if depth == 0 {
+                    out.push(&text[start.take()?..=i]);
+                    expect_value = false;
+                }
+            }
+            b',' if depth == 0 => {
+                if expect_value {
+                    return None;
+                }
+                expect_value = true;
+            }
+            c if depth == 0 && c.is_ascii_whitespace() => {}
+            _ if depth == 0 => {
+                // A number, `true`, `false` or `null`: up to the next delimiter.
+                if !expect_value {
+                    return None;
+                }
+                let end = b[i..]
+                    .iter()
+                    .position(|c| matches!(c, b',' | b']') || c.is_ascii_whitespace())
+                    .map_or(b.len(), |n| i + n);
+                out.push(&text[i..end]);
+                expect_value = false;
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 #[cfg(test)]
@@ -604,6 +701,45 @@ mod tests {
                 expected[*i]["mac"] = json!(m.to_string());
             }
             assert_eq!(written, Value::Array(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn elements_are_found_where_raw_values_are() {
+        let raw = |t: &str| -> Option<Vec<String>> {
+            let v: Vec<&serde_json::value::RawValue> = serde_json::from_str(t).ok()?;
+            Some(v.iter().map(|r| r.get().to_string()).collect())
+        };
+        let found = |t: &str| elements_of(t).map(|v| v.iter().map(|s| s.to_string()).collect());
+        for text in [
+            "[]",
+            " [ ] ",
+            "[1]",
+            r#"[{"name":"a"},{"name":"b","x":[1,{"y":"]}"}]}]"#,
+            r#" [ {"a": "q\"}\\"} , "s,]" , 12.5e3,true ,false,null, [[]], {} ] "#,
+            r#"["\u005d", -0, {"k": "}"}]"#,
+            "[\n{\"a\":1}\t,\r\n2]\n",
+        ] {
+            assert!(raw(text).is_some(), "{text}");
+            assert_eq!(found(text), raw(text), "{text}");
+        }
+        // Not shaped as a list: no elements (the splice then falls back to decoding).
+        for text in [
+            "",
+            "{}",
+            "[",
+            "[1",
+            "[1,]",
+            "[,1]",
+            "[1 2]",
+            "[1]]",
+            "[1] x",
+            "[}",
+            r#"["a"#,
+            r#"[{"a":1}"b"]"#,
+            "[1,,2]",
+        ] {
+            assert_eq!(found(text), None, "{text}");
         }
     }
 
