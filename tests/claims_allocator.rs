@@ -25,6 +25,7 @@ fn pod(name: &str) -> Owner {
 /// Candidate, then claim; a candidate another owner claimed first is skipped (as the policy does).
 async fn allocate(a: &dyn MacAllocator, owner: &Owner) -> Result<Mac, AllocError> {
     let mut avoid = HashSet::new();
+    let owner = &hotnic::allocator::KnownOwner::new(owner.clone());
     loop {
         let mac = a.candidate(&Scope::Cluster, &|m| avoid.contains(&m), false)?;
         let r = a

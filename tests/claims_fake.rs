@@ -369,7 +369,7 @@ async fn a_replica_whose_next_candidates_another_writer_just_claimed_claims_else
     }
 
     // Candidate, claim, a conflict skipped: what a review does.
-    let mine = pod("mine");
+    let mine = hotnic::allocator::KnownOwner::new(pod("mine"));
     let mut conflicts = Vec::new();
     let got = loop {
         let mac = alloc

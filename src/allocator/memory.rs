@@ -4,8 +4,8 @@
 //! is called (the webhook does not observe deletions in this mode).
 
 use super::{
-    AllocError, AllocFuture, ClaimError, ClaimRequest, MacAllocator, MacRange, Owner, Scope,
-    ScopeMode,
+    AllocError, AllocFuture, ClaimError, ClaimRequest, KnownOwner, MacAllocator, MacRange, Owner,
+    Scope, ScopeMode,
 };
 use crate::fast_hash::FastMap;
 use crate::model::Mac;
@@ -111,7 +111,7 @@ impl MacAllocator for InMemoryAllocator {
         Ok(Mac::from_u64(v))
     }
 
-    fn held_for(&self, owner: &Owner, nic: &str, scope: &Scope) -> Option<Mac> {
+    fn held_for(&self, owner: &KnownOwner, nic: &str, scope: &Scope) -> Option<Mac> {
         if nic.is_empty() {
             return None;
         }
@@ -164,7 +164,7 @@ impl MacAllocator for InMemoryAllocator {
                     generate_name,
                     uid,
                     token,
-                } = req.owner;
+                } = req.owner.owner();
                 let unchanged = (holder.token.is_some() || token.is_none())
                     && holder.name == *name
                     && holder.uid == *uid
@@ -175,14 +175,14 @@ impl MacAllocator for InMemoryAllocator {
                     let token = holder.token.take().or_else(|| req.owner.token.clone());
                     *holder = Owner {
                         token,
-                        ..req.owner.clone()
+                        ..req.owner.owner().clone()
                     };
                 }
                 Ok(())
             }
             None => {
                 if !req.dry_run {
-                    st.held.insert(key, req.owner.clone());
+                    st.held.insert(key, req.owner.owner().clone());
                     if self.range.contains(req.mac) {
                         st.in_range += 1;
                     }
@@ -269,7 +269,7 @@ mod tests {
 
     fn claim(a: &InMemoryAllocator, owner: &Owner, mac: Mac) -> Result<(), ClaimError> {
         a.claim(ClaimRequest {
-            owner,
+            owner: &KnownOwner::new(owner.clone()),
             scope: &Scope::Cluster,
             mac,
             nic: "eth1",
@@ -361,7 +361,7 @@ mod tests {
         let owner = pod("a");
         let claim_nic = |owner: &Owner, nic: &str, mac: Mac| {
             a.claim(ClaimRequest {
-                owner,
+                owner: &KnownOwner::new(owner.clone()),
                 scope: &Scope::Cluster,
                 mac,
                 nic,
@@ -375,9 +375,18 @@ mod tests {
         let m2 = a.candidate(&Scope::Cluster, &|_| false, false).unwrap();
         claim_nic(&owner, "eth2", m2).unwrap();
         assert_ne!(m1, m2);
-        assert_eq!(a.held_for(&owner, "eth1", &Scope::Cluster), Some(m1));
-        assert_eq!(a.held_for(&owner, "eth2", &Scope::Cluster), Some(m2));
-        assert_eq!(a.held_for(&owner, "eth3", &Scope::Cluster), None);
+        assert_eq!(
+            a.held_for(&KnownOwner::new(owner.clone()), "eth1", &Scope::Cluster),
+            Some(m1)
+        );
+        assert_eq!(
+            a.held_for(&KnownOwner::new(owner.clone()), "eth2", &Scope::Cluster),
+            Some(m2)
+        );
+        assert_eq!(
+            a.held_for(&KnownOwner::new(owner.clone()), "eth3", &Scope::Cluster),
+            None
+        );
         // The same claim again changes nothing; a new incarnation's uid is recorded.
         claim_nic(&owner, "eth1", m1).unwrap();
         let reborn = Owner {
@@ -399,8 +408,14 @@ mod tests {
                 .unwrap()
                 .unwrap()
         );
-        assert_eq!(a.held_for(&owner, "eth1", &Scope::Cluster), None);
-        assert_eq!(a.held_for(&owner, "eth2", &Scope::Cluster), Some(m2));
+        assert_eq!(
+            a.held_for(&KnownOwner::new(owner.clone()), "eth1", &Scope::Cluster),
+            None
+        );
+        assert_eq!(
+            a.held_for(&KnownOwner::new(owner.clone()), "eth2", &Scope::Cluster),
+            Some(m2)
+        );
     }
 
     #[test]

@@ -149,6 +149,55 @@ impl Owner {
     }
 }
 
+/// An owner with its fingerprints ([`Owner::identities`], [`Owner::fingerprint`]) worked out
+/// once: a review asks for them on every lookup and claim of each of its NICs, and each is a
+/// SipHash over the owner's strings. Read as the [`Owner`] it wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownOwner {
+    owner: Owner,
+    identities: [Option<u64>; 2],
+    fingerprint: u64,
+}
+
+impl KnownOwner {
+    /// `owner`, with its fingerprints.
+    pub fn new(owner: Owner) -> Self {
+        KnownOwner {
+            identities: owner.identities(),
+            fingerprint: owner.fingerprint(),
+            owner,
+        }
+    }
+
+    /// The owner.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
+    }
+
+    /// Sets the claim token (fingerprints worked out again).
+    pub fn set_token(&mut self, token: String) {
+        self.owner.token = Some(token);
+        *self = KnownOwner::new(std::mem::take(&mut self.owner));
+    }
+
+    /// [`Owner::identities`], as worked out once.
+    pub fn identities(&self) -> [Option<u64>; 2] {
+        self.identities
+    }
+
+    /// [`Owner::fingerprint`], as worked out once.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+}
+
+impl std::ops::Deref for KnownOwner {
+    type Target = Owner;
+    fn deref(&self) -> &Owner {
+        &self.owner
+    }
+}
+
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.name, &self.generate_name) {
@@ -202,7 +251,7 @@ pub enum ClaimError {
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimRequest<'a> {
     /// Who will hold it.
-    pub owner: &'a Owner,
+    pub owner: &'a KnownOwner,
     /// Where it must be unique.
     pub scope: &'a Scope,
     /// The MAC.
@@ -245,7 +294,7 @@ pub trait MacAllocator: Send + Sync {
     /// in-memory one does; the default says none). A repeated create of the same object, or a
     /// NIC plugged again under its name, then gets that MAC back rather than a new one, so an
     /// allocator that never sees deletions does not fill up with one object's MACs.
-    fn held_for(&self, owner: &Owner, nic: &str, scope: &Scope) -> Option<Mac> {
+    fn held_for(&self, owner: &KnownOwner, nic: &str, scope: &Scope) -> Option<Mac> {
         let _ = (owner, nic, scope);
         None
     }
@@ -355,5 +404,19 @@ mod tests {
                 .identities()
                 .contains(&Some(pending.fingerprint()))
         );
+    }
+
+    #[test]
+    fn a_known_owner_keeps_the_owners_fingerprints_and_a_new_token_renews_them() {
+        let mut known = KnownOwner::new(pod(None, None));
+        assert_eq!(known.owner(), &pod(None, None));
+        assert_eq!(known.identities(), pod(None, None).identities());
+        assert_eq!(known.fingerprint(), pod(None, None).fingerprint());
+        known.set_token("t1".into());
+        let pending = pod(None, Some("t1"));
+        assert_eq!(known.owner(), &pending);
+        assert_eq!(known.identities(), pending.identities());
+        assert_eq!(known.fingerprint(), pending.fingerprint());
+        assert_ne!(known.fingerprint(), pod(None, None).fingerprint());
     }
 }

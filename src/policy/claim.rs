@@ -384,7 +384,7 @@ pub(super) async fn held_by_others(p: &Policy, s: &Subject) -> HashMap<usize, Ow
 /// loop) and no other object is ever taken for it. Not on dry-run; a failure is left to the
 /// repair loop, which finds the object by its token.
 pub(super) async fn bind_generated(p: &Policy, req: &Request<'_>, s: &Subject) {
-    let o = &s.owner;
+    let o = s.owner.owner();
     if req.dry_run
         || req.operation != Operation::Create
         || o.token.is_none()

@@ -16,7 +16,7 @@ mod rules;
 pub use cause::Cause;
 pub use claim::ClaimStats;
 
-use crate::allocator::{CLAIM_TOKEN, MacAllocator, MacRange, Owner};
+use crate::allocator::{CLAIM_TOKEN, KnownOwner, MacAllocator, MacRange, Owner};
 use crate::dialect;
 use crate::model::{Rule, Workload};
 use futures::FutureExt;
@@ -218,7 +218,7 @@ impl std::fmt::Debug for Policy {
 struct Subject {
     new: Workload,
     old: Option<Workload>,
-    owner: Owner,
+    owner: KnownOwner,
     /// VMIs owned by a VirtualMachine: validated, never mutated, claim nothing (the VM holds the
     /// MACs).
     inherits_macs: bool,
@@ -295,7 +295,7 @@ impl Policy {
             inherits_macs: dialect::owned_by_vm(req.object),
             new,
             old,
-            owner,
+            owner: KnownOwner::new(owner),
         })
     }
 

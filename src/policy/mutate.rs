@@ -83,7 +83,7 @@ pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result
         && s.owner.token.is_none()
     {
         let token = format!("{:016x}", rand::random::<u64>());
-        s.owner.token = Some(token.clone());
+        s.owner.set_token(token.clone());
         plan.token = Some(token);
     }
     Ok(plan)
