@@ -162,9 +162,15 @@ pub struct KnownOwner {
 impl KnownOwner {
     /// `owner`, with its fingerprints.
     pub fn new(owner: Owner) -> Self {
+        let identities = owner.identities();
+        // As `Owner::fingerprint` picks it (name, else token), each hashed once.
+        let fingerprint = match identities {
+            [Some(fp), _] | [None, Some(fp)] => fp,
+            [None, None] => owner.fingerprint(),
+        };
         KnownOwner {
-            identities: owner.identities(),
-            fingerprint: owner.fingerprint(),
+            identities,
+            fingerprint,
             owner,
         }
     }
@@ -418,5 +424,10 @@ mod tests {
         assert_eq!(known.identities(), pending.identities());
         assert_eq!(known.fingerprint(), pending.fingerprint());
         assert_ne!(known.fingerprint(), pod(None, None).fingerprint());
+        for owner in [pod(Some("a"), None), pod(Some("a"), Some("t1"))] {
+            let known = KnownOwner::new(owner.clone());
+            assert_eq!(known.identities(), owner.identities());
+            assert_eq!(known.fingerprint(), owner.fingerprint());
+        }
     }
 }
