@@ -362,6 +362,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
     };
     let (items, problems) = read_elements(raw);
     w.findings.extend(problems);
+    w.nics.reserve_exact(items.len());
     for (i, el) in items.into_iter().enumerate() {
         let Some(el) = el else { continue };
         let path = FieldPath::element(annotations::NETWORKS_PATH, i);
