@@ -359,12 +359,28 @@ fn allowed_body(uid: &str, patch: Option<&json_patch::Patch>) -> Vec<u8> {
     out.extend_from_slice(b",\"allowed\":true");
     if let Some(patch) = patch {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(patch_json(patch));
-        out.extend_from_slice(encoded.as_bytes());
+        base64_into(&mut out, &patch_json(patch));
         out.push(b'"');
     }
     out.extend_from_slice(b"}}");
     out
+}
+
+/// Appends `bytes` base64-encoded (standard alphabet, padded), encoded in place.
+fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    use base64::Engine as _;
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let start = out.len();
+    if let Some(n) = base64::encoded_len(bytes.len(), true) {
+        out.resize(start + n, 0);
+        if let Ok(written) = engine.encode_slice(bytes, &mut out[start..]) {
+            out.truncate(start + written);
+            return;
+        }
+        out.truncate(start);
+    }
+    // Not reached (the length is exact); encoded the long way rather than sent short.
+    out.extend_from_slice(engine.encode(bytes).as_bytes());
 }
 
 /// Appends `s` as a JSON string (serde_json's escaping).
@@ -377,7 +393,18 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 /// written by hand.
 fn patch_json(patch: &json_patch::Patch) -> Vec<u8> {
     use json_patch::PatchOperation as Op;
-    let mut out = Vec::with_capacity(patch.0.len() * 160);
+    // Room for every operation: its path and value (a string with some escapes) and the rest.
+    let room = patch.0.iter().map(|op| {
+        let value = match op {
+            Op::Add(o) => Some(&o.value),
+            Op::Replace(o) => Some(&o.value),
+            Op::Test(o) => Some(&o.value),
+            _ => None,
+        };
+        let value = value.map_or(0, |v| v.as_str().map_or(64, |s| s.len() + s.len() / 4));
+        48 + op.path().as_str().len() + value
+    });
+    let mut out = Vec::with_capacity(2 + room.sum::<usize>());
     out.push(b'[');
     for (i, op) in patch.0.iter().enumerate() {
         if i > 0 {
@@ -470,7 +497,17 @@ mod tests {
         ]))
         .unwrap();
         let empty = json_patch::Patch(Vec::new());
+        // Patch lengths of every remainder modulo 3 (each base64 padding).
+        let small: Vec<json_patch::Patch> = ["", "a", "ab"]
+            .iter()
+            .map(|v| {
+                serde_json::from_value(json!([{"op": "add", "path": "/a", "value": v}])).unwrap()
+            })
+            .collect();
         for (uid, phase, patch) in [
+            ("u", Phase::Mutate, &small[0]),
+            ("u", Phase::Mutate, &small[1]),
+            ("u", Phase::Mutate, &small[2]),
             (
                 "705ab4f5-6393-11e8-b7cc-42010a800002",
                 Phase::Mutate,
