@@ -262,24 +262,21 @@ pub(super) fn new_macs(s: &Subject) -> Vec<(usize, Mac)> {
         .flat_map(|o| o.nics.iter())
         .filter_map(Nic::parsed_mac)
         .collect();
-    let mut count: FastMap<Mac, usize> = FastMap::default();
-    for m in s
+    // Each MAC parsed once.
+    let mut given: Vec<(usize, Mac)> = s
         .new
-        .nics
-        .iter()
-        .filter(|n| !n.implicit)
-        .filter_map(Nic::parsed_mac)
-    {
-        *count.entry(m).or_default() += 1;
-    }
-    s.new
         .nics
         .iter()
         .enumerate()
         .filter(|(_, n)| !n.implicit)
         .filter_map(|(i, n)| Some((i, n.parsed_mac()?)))
-        .filter(|(_, m)| m.is_usable_unicast() && count[m] == 1 && !old.contains(m))
-        .collect()
+        .collect();
+    let mut count: FastMap<Mac, usize> = FastMap::default();
+    for &(_, m) in &given {
+        *count.entry(m).or_default() += 1;
+    }
+    given.retain(|(_, m)| m.is_usable_unicast() && count[m] == 1 && !old.contains(m));
+    given
 }
 
 /// Rule 2: MACs well-formed, unicast, unique in the object and not held by another object.
