@@ -162,11 +162,15 @@ impl fmt::Write for Escaping<'_> {
 
 impl<'w> FormatFields<'w> for JsonSpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        // Written whole in one go: `{` and the members, whose first `,` is then taken out.
         let mut members = String::with_capacity(256);
+        members.push('{');
         fields.record(&mut Fields(&mut members));
-        writer.write_char('{')?;
-        writer.write_str(members.strip_prefix(',').unwrap_or(&members))?;
-        writer.write_char('}')
+        if members.len() > 1 {
+            members.remove(1);
+        }
+        members.push('}');
+        writer.write_str(&members)
     }
 
     /// Fields recorded after the span was made: merged into its object (a field given again
@@ -187,6 +191,21 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
         current.fields = serde_json::Value::Object(merged).to_string();
         Ok(())
     }
+}
+
+/// Appends `n` in decimal, as `{n}` writes it, without the formatting machinery.
+fn decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 /// The event's fields as `,"name":value` members.
@@ -213,12 +232,15 @@ impl Visit for Fields<'_> {
 
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        if value < 0 {
+            self.0.push('-');
+        }
+        decimal(self.0, value.unsigned_abs());
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
         self.key(field);
-        let _ = write!(self.0, "{value}");
+        decimal(self.0, value);
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -395,6 +417,30 @@ mod tests {
             ours.len() == theirs.len() && ours[..20] == theirs[..20] && ours.ends_with('Z')
         });
         assert!(ok);
+    }
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        let mut values = vec![0, 1, 9, 10, 99, 100, u64::MAX, u64::MAX - 1, 1 << 63];
+        values.extend((0..64).map(|b| (1u64 << b) - 1));
+        values.extend((1..20).map(|e| 10u64.pow(e)));
+        for v in values {
+            let mut out = String::from("x");
+            decimal(&mut out, v);
+            assert_eq!(out, format!("x{v}"));
+        }
+        // Signed and unsigned, in a span and in an event, as the lines carry them.
+        for v in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX] {
+            let text = logged(|| {
+                let span = tracing::info_span!("s", a = v, b = v.unsigned_abs());
+                let _e = span.enter();
+                tracing::info!(c = v, d = v.unsigned_abs(), "x");
+            });
+            let want = format!(r#""span":{{"a":{v},"b":{},"name":"s"}}"#, v.unsigned_abs());
+            assert!(text.contains(&want), "{text}");
+            let want = format!(r#""c":{v},"d":{}"#, v.unsigned_abs());
+            assert!(text.contains(&want), "{text}");
+        }
     }
 
     #[test]
