@@ -64,6 +64,25 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::parse(out).unwrap_or_else(|_| PointerBuf::from_tokens(tokens.iter().copied()))
 }
 
+/// The JSON Pointer to annotation `key`; those hotnic writes on every review are made once and
+/// copied (no encoding, no validation per review).
+fn annotation_pointer(key: &str) -> PointerBuf {
+    use std::sync::LazyLock;
+    static KNOWN: LazyLock<[(&str, PointerBuf); 4]> = LazyLock::new(|| {
+        [
+            NETWORKS,
+            CAPACITY,
+            crate::allocator::CLAIM_TOKEN,
+            MAC_ADDRESSES,
+        ]
+        .map(|k| (k, pointer(&["metadata", "annotations", k])))
+    });
+    match KNOWN.iter().find(|(k, _)| *k == key) {
+        Some((_, p)) => p.clone(),
+        None => pointer(&["metadata", "annotations", key]),
+    }
+}
+
 /// Builds a minimal JSON Patch against one object.
 #[derive(Debug)]
 pub struct PatchBuilder {
@@ -106,7 +125,10 @@ impl PatchBuilder {
             );
             self.has_annotations = true;
         }
-        self.add(&["metadata", "annotations", key], Value::String(value));
+        self.ops.push(PatchOperation::Add(AddOperation {
+            path: annotation_pointer(key),
+            value: Value::String(value),
+        }));
     }
 
     /// Whether nothing was added.
@@ -137,6 +159,24 @@ mod tests {
                 pointer(tokens),
                 PointerBuf::from_tokens(tokens.iter().copied()),
                 "{tokens:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn annotation_pointers_made_once_are_the_pointers() {
+        let keys = [
+            NETWORKS,
+            CAPACITY,
+            crate::allocator::CLAIM_TOKEN,
+            MAC_ADDRESSES,
+        ];
+        for key in keys.into_iter().chain(["a~b/c", DEFAULT_NETWORK, ""]) {
+            let tokens = ["metadata", "annotations", key];
+            assert_eq!(
+                annotation_pointer(key),
+                PointerBuf::from_tokens(tokens),
+                "{key}"
             );
         }
     }
