@@ -153,6 +153,8 @@ async fn operations_hotnic_does_not_judge_are_allowed_untouched() {
 struct Gated {
     inner: InMemoryAllocator,
     ready: std::sync::atomic::AtomicBool,
+    /// Answer one claim fewer than asked for in each round (a broken allocator).
+    short: std::sync::atomic::AtomicBool,
 }
 
 impl MacAllocator for Gated {
@@ -179,6 +181,16 @@ impl MacAllocator for Gated {
     }
     fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
         self.inner.claim(req)
+    }
+    fn claim_many<'a>(
+        &'a self,
+        reqs: &'a [ClaimRequest<'a>],
+    ) -> AllocFuture<'a, Vec<Result<(), ClaimError>>> {
+        let n = match self.short.load(Ordering::SeqCst) {
+            true => reqs.len().saturating_sub(1),
+            false => reqs.len(),
+        };
+        self.inner.claim_many(&reqs[..n])
     }
     fn bind<'a>(
         &'a self,
@@ -208,6 +220,7 @@ async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
     let gated = Arc::new(Gated {
         inner: InMemoryAllocator::new(MacRange::default_range()),
         ready: false.into(),
+        short: false.into(),
     });
     let s = AppState::new(
         Policy::new(PolicyConfig::default(), gated.clone()),
@@ -254,6 +267,32 @@ async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
         .await
         .unwrap();
     assert_eq!(live.status(), 200);
+}
+
+#[tokio::test]
+async fn an_allocator_that_answers_fewer_claims_than_asked_gets_a_denial_not_a_patch() {
+    let gated = Arc::new(Gated {
+        inner: InMemoryAllocator::new(MacRange::default_range()),
+        ready: true.into(),
+        short: true.into(),
+    });
+    let s = AppState::new(
+        Policy::new(PolicyConfig::default(), gated.clone()),
+        Arc::new(Metrics::new()),
+    );
+    let review = fixture("001");
+    let (status, _, answer) = call(&s, "/mutate", &review).await;
+    assert_eq!(status, 200);
+    let resp = &answer["response"];
+    assert_eq!(resp["allowed"], false, "{answer}");
+    assert!(resp.get("patch").is_none(), "{answer}");
+    let message = resp["status"]["message"].as_str().unwrap();
+    assert!(message.contains("fewer answers"), "{message}");
+    // Answered in full, the same review gets its MACs.
+    gated.short.store(false, Ordering::SeqCst);
+    let (_, _, answer) = call(&s, "/mutate", &review).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
 }
 
 #[tokio::test]

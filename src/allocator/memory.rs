@@ -80,6 +80,71 @@ impl InMemoryAllocator {
         // A panic while holding the lock cannot leave the map half-written: recover it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// [`MacAllocator::claim`] with the state locked.
+    fn claim_in(&self, st: &mut State, req: ClaimRequest<'_>) -> Result<(), ClaimError> {
+        let key = (req.scope.clone(), req.mac);
+        let result = match st.held.get_mut(&key) {
+            Some(holder) if !holder.same_object(req.owner) => Err(ClaimError::Conflict {
+                mac: req.mac,
+                holder: Box::new(holder.clone()),
+            }),
+            Some(holder) => {
+                // Rewritten only when the request knows the object better; a repeated create
+                // of the same object changes nothing. Every field is named, so a new one has to
+                // be considered here (`same_object` has compared group, resource and namespace;
+                // the holder keeps its token).
+                let Owner {
+                    group: _,
+                    resource: _,
+                    namespace: _,
+                    kind,
+                    name,
+                    generate_name,
+                    uid,
+                    token,
+                } = req.owner.owner();
+                let unchanged = (holder.token.is_some() || token.is_none())
+                    && holder.name == *name
+                    && holder.uid == *uid
+                    && holder.kind == *kind
+                    && holder.generate_name == *generate_name;
+                if !req.dry_run && !unchanged {
+                    // The same object, now known better (a name, a new incarnation's uid).
+                    let token = holder.token.take().or_else(|| req.owner.token.clone());
+                    *holder = Owner {
+                        token,
+                        ..req.owner.owner().clone()
+                    };
+                }
+                Ok(())
+            }
+            None => {
+                if !req.dry_run {
+                    st.held.insert(key, req.owner.owner().clone());
+                    if self.range.contains(req.mac) {
+                        st.in_range += 1;
+                    }
+                }
+                Ok(())
+            }
+        };
+        if result.is_ok() && !req.dry_run && !req.nic.is_empty() {
+            let claims = st.by_nic.entry(req.owner.fingerprint()).or_default();
+            match claims
+                .iter_mut()
+                .find(|c| c.nic == req.nic && c.scope == *req.scope)
+            {
+                Some(c) => c.mac = req.mac,
+                None => claims.push(NicClaim {
+                    nic: req.nic.to_string(),
+                    scope: req.scope.clone(),
+                    mac: req.mac,
+                }),
+            }
+        }
+        result
+    }
 }
 
 impl MacAllocator for InMemoryAllocator {
@@ -143,68 +208,18 @@ impl MacAllocator for InMemoryAllocator {
     }
 
     fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
-        let mut st = self.lock();
-        let key = (req.scope.clone(), req.mac);
-        let result = match st.held.get_mut(&key) {
-            Some(holder) if !holder.same_object(req.owner) => Err(ClaimError::Conflict {
-                mac: req.mac,
-                holder: Box::new(holder.clone()),
-            }),
-            Some(holder) => {
-                // Rewritten only when the request knows the object better; a repeated create
-                // of the same object changes nothing. Every field is named, so a new one has to
-                // be considered here (`same_object` has compared group, resource and namespace;
-                // the holder keeps its token).
-                let Owner {
-                    group: _,
-                    resource: _,
-                    namespace: _,
-                    kind,
-                    name,
-                    generate_name,
-                    uid,
-                    token,
-                } = req.owner.owner();
-                let unchanged = (holder.token.is_some() || token.is_none())
-                    && holder.name == *name
-                    && holder.uid == *uid
-                    && holder.kind == *kind
-                    && holder.generate_name == *generate_name;
-                if !req.dry_run && !unchanged {
-                    // The same object, now known better (a name, a new incarnation's uid).
-                    let token = holder.token.take().or_else(|| req.owner.token.clone());
-                    *holder = Owner {
-                        token,
-                        ..req.owner.owner().clone()
-                    };
-                }
-                Ok(())
-            }
-            None => {
-                if !req.dry_run {
-                    st.held.insert(key, req.owner.owner().clone());
-                    if self.range.contains(req.mac) {
-                        st.in_range += 1;
-                    }
-                }
-                Ok(())
-            }
-        };
-        if result.is_ok() && !req.dry_run && !req.nic.is_empty() {
-            let claims = st.by_nic.entry(req.owner.fingerprint()).or_default();
-            match claims
-                .iter_mut()
-                .find(|c| c.nic == req.nic && c.scope == *req.scope)
-            {
-                Some(c) => c.mac = req.mac,
-                None => claims.push(NicClaim {
-                    nic: req.nic.to_string(),
-                    scope: req.scope.clone(),
-                    mac: req.mac,
-                }),
-            }
-        }
+        let result = self.claim_in(&mut self.lock(), req);
         Box::pin(std::future::ready(result))
+    }
+
+    /// Each in turn, under one lock: every answer is at hand, there is nothing to wait for.
+    fn claim_many<'a>(
+        &'a self,
+        reqs: &'a [ClaimRequest<'a>],
+    ) -> AllocFuture<'a, Vec<Result<(), ClaimError>>> {
+        let mut st = self.lock();
+        let results = reqs.iter().map(|&r| self.claim_in(&mut st, r)).collect();
+        Box::pin(std::future::ready(results))
     }
 
     fn bind<'a>(
@@ -448,5 +463,101 @@ mod tests {
         assert_eq!(holder.name.as_deref(), Some("web-k4sks"));
         assert!(a.held_by_other(&pod("web-zzzzz"), &Scope::Cluster, m));
         assert!(!a.held_by_other(&pod("web-k4sks"), &Scope::Cluster, m));
+    }
+
+    /// The in-memory allocator through the trait's own `claim_many` (one claim at a time).
+    struct PerClaim(InMemoryAllocator);
+
+    impl MacAllocator for PerClaim {
+        fn range(&self) -> MacRange {
+            self.0.range()
+        }
+        fn candidate(
+            &self,
+            scope: &Scope,
+            taken: &dyn Fn(Mac) -> bool,
+            dry_run: bool,
+        ) -> Result<Mac, AllocError> {
+            self.0.candidate(scope, taken, dry_run)
+        }
+        fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool {
+            self.0.held_by_other(owner, scope, mac)
+        }
+        fn holder<'a>(
+            &'a self,
+            scope: &'a Scope,
+            mac: Mac,
+        ) -> AllocFuture<'a, Result<Option<Owner>, AllocError>> {
+            self.0.holder(scope, mac)
+        }
+        fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
+            self.0.claim(req)
+        }
+        fn bind<'a>(
+            &'a self,
+            owner: &'a Owner,
+            keys: &'a [(Scope, Mac)],
+        ) -> AllocFuture<'a, Result<(), AllocError>> {
+            self.0.bind(owner, keys)
+        }
+        fn release<'a>(
+            &'a self,
+            owner: &'a Owner,
+            scope: &'a Scope,
+            mac: Mac,
+        ) -> AllocFuture<'a, Result<bool, AllocError>> {
+            self.0.release(owner, scope, mac)
+        }
+        fn held(&self) -> usize {
+            self.0.held()
+        }
+    }
+
+    #[test]
+    fn claims_together_answer_as_claims_one_by_one() {
+        let (a, b) = (KnownOwner::new(pod("a")), KnownOwner::new(pod("b")));
+        let cluster = Scope::Cluster;
+        let mac = |n: u64| Mac::from_u64(small().start().to_u64() + n);
+        let req = |owner, n, nic, dry_run| ClaimRequest {
+            owner,
+            scope: &cluster,
+            mac: mac(n),
+            nic,
+            dry_run,
+        };
+        let (a, b) = (&a, &b);
+        // Free, taken by another, a dry run, the same again (already this owner's), one taken
+        // earlier in the same batch.
+        let batch = [
+            req(a, 0, "eth1", false),
+            req(a, 1, "eth2", false),
+            req(a, 2, "eth3", true),
+            req(a, 0, "eth1", false),
+            req(b, 0, "eth1", false),
+        ];
+        let answers = |alloc: &dyn MacAllocator| {
+            alloc
+                .claim(req(b, 1, "eth9", false))
+                .now_or_never()
+                .unwrap()
+                .unwrap();
+            let got = alloc.claim_many(&batch).now_or_never().unwrap();
+            let shape: Vec<_> = got
+                .iter()
+                .map(|r| match r {
+                    Ok(()) => "ok",
+                    Err(ClaimError::Conflict { .. }) => "conflict",
+                    Err(ClaimError::Alloc(_)) => "alloc",
+                })
+                .collect();
+            (shape, alloc.held())
+        };
+        let together = answers(&InMemoryAllocator::with_cursor(small(), 0));
+        let one_by_one = answers(&PerClaim(InMemoryAllocator::with_cursor(small(), 0)));
+        assert_eq!(together, one_by_one);
+        assert_eq!(
+            together,
+            (vec!["ok", "conflict", "ok", "ok", "conflict"], 2)
+        );
     }
 }

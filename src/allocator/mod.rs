@@ -321,6 +321,17 @@ pub trait MacAllocator: Send + Sync {
     /// holds it. With `dry_run` it only checks.
     fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>>;
 
+    /// [`MacAllocator::claim`] for each of `reqs`, sent together (one round trip, not one per
+    /// claim); the answers in the order of `reqs`.
+    fn claim_many<'a>(
+        &'a self,
+        reqs: &'a [ClaimRequest<'a>],
+    ) -> AllocFuture<'a, Vec<Result<(), ClaimError>>> {
+        Box::pin(futures::future::join_all(
+            reqs.iter().map(|&r| self.claim(r)),
+        ))
+    }
+
     /// Binds the claims `keys` made for a nameless owner (by its token) to the name and uid it
     /// now has (`owner` carries all three).
     fn bind<'a>(

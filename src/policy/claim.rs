@@ -163,8 +163,9 @@ fn judge_patched(req: &Request<'_>, s: &mut Subject, patch: &json_patch::Patch) 
 
 /// Claims every MAC of the plan: the given ones on new NICs (another holder: denied at that NIC),
 /// then a new one for each NIC that needs one, the proposal's first (a candidate claimed
-/// meanwhile by another object is skipped and the next one tried). The claims of one round go out together, so a review with
-/// several NICs waits for one round trip, not one per NIC. Injected MACs go into
+/// meanwhile by another object is skipped and the next one tried). The claims of one round go
+/// out together ([`MacAllocator::claim_many`](crate::allocator::MacAllocator::claim_many)), so a
+/// review with several NICs waits for one round trip, not one per NIC. Injected MACs go into
 /// `plan.assigned`.
 pub(super) async fn claim_all(
     p: &Policy,
@@ -201,28 +202,44 @@ pub(super) async fn claim_all(
             )],
         );
     }
-    let claim = |i: usize, mac: Mac, scope: Scope| async move {
-        let nic = &nics[i];
-        let r = alloc
-            .claim(ClaimRequest {
+    // One round of claims (NIC, MAC, scope), sent together; each with its answer.
+    let claim = |round: Vec<(usize, Mac, Scope)>| async move {
+        let reqs: Vec<ClaimRequest<'_>> = round
+            .iter()
+            .map(|(i, mac, scope)| ClaimRequest {
                 owner: &s.owner,
-                scope: &scope,
-                mac,
-                nic: nic.name.as_deref().unwrap_or(""),
+                scope,
+                mac: *mac,
+                nic: nics[*i].name.as_deref().unwrap_or(""),
                 dry_run: req.dry_run,
             })
-            .await;
-        (i, mac, scope, r)
+            .collect();
+        let mut answers = alloc.claim_many(&reqs).await.into_iter();
+        drop(reqs);
+        round
+            .into_iter()
+            .map(|(i, mac, scope)| {
+                // An allocator that answers fewer claims than asked: those are not made.
+                let r = answers.next().unwrap_or_else(|| {
+                    Err(ClaimError::Alloc(AllocError::Store {
+                        action: "answered",
+                        source: "the allocator gave fewer answers than claims".into(),
+                    }))
+                });
+                (i, mac, scope, r)
+            })
+            .collect::<Vec<_>>()
     };
 
     // The MACs given on new NICs.
     let given = plan
         .claim
         .iter()
-        .map(|&(i, mac)| claim(i, mac, mode.scope_of(&nics[i])));
+        .map(|&(i, mac)| (i, mac, mode.scope_of(&nics[i])))
+        .collect();
     stats.claims += plan.claim.len() as u32;
     let mut causes = Vec::new();
-    for (i, mac, scope, r) in futures::future::join_all(given).await {
+    for (i, mac, scope, r) in claim(given).await {
         match r {
             Ok(()) => {}
             Err(ClaimError::Conflict { holder, .. }) => {
@@ -251,9 +268,10 @@ pub(super) async fn claim_all(
         let round = first
             .macs
             .iter()
-            .map(|&(i, mac)| claim(i, mac, mode.scope_of(&nics[i])));
+            .map(|&(i, mac)| (i, mac, mode.scope_of(&nics[i])))
+            .collect();
         let mut retry = Vec::new();
-        for (i, mac, _, r) in futures::future::join_all(round).await {
+        for (i, mac, _, r) in claim(round).await {
             match r {
                 Ok(()) => {
                     plan.taken.insert(mac);
@@ -287,7 +305,7 @@ pub(super) async fn claim_all(
                 Ok(mac) => {
                     // Not offered to another NIC of this round.
                     avoid.insert(mac);
-                    round.push(claim(i, mac, scope));
+                    round.push((i, mac, scope));
                 }
                 Err(e) => {
                     let hint = "set a MAC yourself, or widen --mac-range";
@@ -297,7 +315,7 @@ pub(super) async fn claim_all(
         }
         stats.claims += round.len() as u32;
         let mut retry = Vec::new();
-        for (i, mac, _, r) in futures::future::join_all(round).await {
+        for (i, mac, _, r) in claim(round).await {
             match r {
                 Ok(()) => {
                     avoid.remove(&mac);
