@@ -465,54 +465,6 @@ mod tests {
         assert!(!a.held_by_other(&pod("web-k4sks"), &Scope::Cluster, m));
     }
 
-    /// The in-memory allocator through the trait's own `claim_many` (one claim at a time).
-    struct PerClaim(InMemoryAllocator);
-
-    impl MacAllocator for PerClaim {
-        fn range(&self) -> MacRange {
-            self.0.range()
-        }
-        fn candidate(
-            &self,
-            scope: &Scope,
-            taken: &dyn Fn(Mac) -> bool,
-            dry_run: bool,
-        ) -> Result<Mac, AllocError> {
-            self.0.candidate(scope, taken, dry_run)
-        }
-        fn held_by_other(&self, owner: &Owner, scope: &Scope, mac: Mac) -> bool {
-            self.0.held_by_other(owner, scope, mac)
-        }
-        fn holder<'a>(
-            &'a self,
-            scope: &'a Scope,
-            mac: Mac,
-        ) -> AllocFuture<'a, Result<Option<Owner>, AllocError>> {
-            self.0.holder(scope, mac)
-        }
-        fn claim<'a>(&'a self, req: ClaimRequest<'a>) -> AllocFuture<'a, Result<(), ClaimError>> {
-            self.0.claim(req)
-        }
-        fn bind<'a>(
-            &'a self,
-            owner: &'a Owner,
-            keys: &'a [(Scope, Mac)],
-        ) -> AllocFuture<'a, Result<(), AllocError>> {
-            self.0.bind(owner, keys)
-        }
-        fn release<'a>(
-            &'a self,
-            owner: &'a Owner,
-            scope: &'a Scope,
-            mac: Mac,
-        ) -> AllocFuture<'a, Result<bool, AllocError>> {
-            self.0.release(owner, scope, mac)
-        }
-        fn held(&self) -> usize {
-            self.0.held()
-        }
-    }
-
     #[test]
     fn claims_together_answer_as_claims_one_by_one() {
         let (a, b) = (KnownOwner::new(pod("a")), KnownOwner::new(pod("b")));
@@ -535,13 +487,19 @@ mod tests {
             req(a, 0, "eth1", false),
             req(b, 0, "eth1", false),
         ];
-        let answers = |alloc: &dyn MacAllocator| {
+        let answers = |together: bool| {
+            let alloc = InMemoryAllocator::with_cursor(small(), 0);
             alloc
                 .claim(req(b, 1, "eth9", false))
                 .now_or_never()
                 .unwrap()
                 .unwrap();
-            let got = alloc.claim_many(&batch).now_or_never().unwrap();
+            let got = if together {
+                alloc.claim_many(&batch).now_or_never().unwrap()
+            } else {
+                let one = |&r| alloc.claim(r).now_or_never().unwrap();
+                batch.iter().map(one).collect()
+            };
             let shape: Vec<_> = got
                 .iter()
                 .map(|r| match r {
@@ -552,8 +510,7 @@ mod tests {
                 .collect();
             (shape, alloc.held())
         };
-        let together = answers(&InMemoryAllocator::with_cursor(small(), 0));
-        let one_by_one = answers(&PerClaim(InMemoryAllocator::with_cursor(small(), 0)));
+        let (together, one_by_one) = (answers(true), answers(false));
         assert_eq!(together, one_by_one);
         assert_eq!(
             together,
