@@ -215,17 +215,20 @@ impl MacAllocator for Gated {
     }
 }
 
-#[tokio::test]
-async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
+/// Routes over a [`Gated`] allocator, ready or not, answering short or not.
+fn gated_state(ready: bool, short: bool) -> (Arc<Gated>, Arc<AppState>) {
     let gated = Arc::new(Gated {
         inner: InMemoryAllocator::new(MacRange::default_range()),
-        ready: false.into(),
-        short: false.into(),
+        ready: ready.into(),
+        short: short.into(),
     });
-    let s = AppState::new(
-        Policy::new(PolicyConfig::default(), gated.clone()),
-        Arc::new(Metrics::new()),
-    );
+    let policy = Policy::new(PolicyConfig::default(), gated.clone());
+    (gated, AppState::new(policy, Arc::new(Metrics::new())))
+}
+
+#[tokio::test]
+async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
+    let (gated, s) = gated_state(false, false);
     let dir = tempfile::tempdir().unwrap();
     hotnic::certs::write(dir.path(), &generate()).unwrap();
     let store = Arc::new(
@@ -271,15 +274,7 @@ async fn readyz_needs_certificates_a_ready_allocator_and_no_shutdown() {
 
 #[tokio::test]
 async fn an_allocator_that_answers_fewer_claims_than_asked_gets_a_denial_not_a_patch() {
-    let gated = Arc::new(Gated {
-        inner: InMemoryAllocator::new(MacRange::default_range()),
-        ready: true.into(),
-        short: true.into(),
-    });
-    let s = AppState::new(
-        Policy::new(PolicyConfig::default(), gated.clone()),
-        Arc::new(Metrics::new()),
-    );
+    let (gated, s) = gated_state(true, true);
     let review = fixture("001");
     let (status, _, answer) = call(&s, "/mutate", &review).await;
     assert_eq!(status, 200);
