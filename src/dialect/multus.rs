@@ -744,6 +744,47 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any list of JSON values, compact or pretty: the scan finds what serde_json finds.
+        #[test]
+        fn elements_are_found_where_raw_values_are_on_any_list(
+            items in proptest::collection::vec(json_value(), 0..6),
+            pretty in proptest::bool::ANY,
+        ) {
+            let list = Value::from(items);
+            let text = if pretty {
+                serde_json::to_string_pretty(&list).unwrap()
+            } else {
+                serde_json::to_string(&list).unwrap()
+            };
+            let raw: Vec<&serde_json::value::RawValue> = serde_json::from_str(&text).unwrap();
+            let raw: Vec<&str> = raw.iter().map(|r| r.get()).collect();
+            proptest::prop_assert_eq!(elements_of(&text), Some(raw));
+        }
+    }
+
+    /// JSON values with the strings that trip a scan: quotes, backslashes, brackets, commas,
+    /// control characters and non-ASCII text.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\\\\\"\\[\\]{},: \n\t\u{1}é✓]{0,10}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map("[a-z\"\\\\{}]{0,6}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     #[test]
     fn short_form() {
         let e = parse_elements(&json!("macvlan-conf@eth1, demo/bridge-conf ,a/b@c"));
