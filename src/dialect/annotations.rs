@@ -64,19 +64,20 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
     PointerBuf::parse(out).unwrap_or_else(|_| PointerBuf::from_tokens(tokens.iter().copied()))
 }
 
+/// The annotations a mutation may write on every review.
+const WRITTEN_PER_REVIEW: [&str; 4] = [
+    NETWORKS,
+    CAPACITY,
+    crate::allocator::CLAIM_TOKEN,
+    MAC_ADDRESSES,
+];
+
 /// The JSON Pointer to annotation `key`; those hotnic writes on every review are made once and
 /// copied (no encoding, no validation per review).
 fn annotation_pointer(key: &str) -> PointerBuf {
     use std::sync::LazyLock;
-    static KNOWN: LazyLock<[(&str, PointerBuf); 4]> = LazyLock::new(|| {
-        [
-            NETWORKS,
-            CAPACITY,
-            crate::allocator::CLAIM_TOKEN,
-            MAC_ADDRESSES,
-        ]
-        .map(|k| (k, pointer(&["metadata", "annotations", k])))
-    });
+    static KNOWN: LazyLock<[(&str, PointerBuf); 4]> =
+        LazyLock::new(|| WRITTEN_PER_REVIEW.map(|k| (k, pointer(&["metadata", "annotations", k]))));
     match KNOWN.iter().find(|(k, _)| *k == key) {
         Some((_, p)) => p.clone(),
         None => pointer(&["metadata", "annotations", key]),
@@ -106,10 +107,12 @@ impl PatchBuilder {
 
     /// Adds (or replaces) the member at `tokens` (unescaped JSON Pointer tokens).
     pub fn add(&mut self, tokens: &[&str], value: Value) {
-        self.ops.push(PatchOperation::Add(AddOperation {
-            path: pointer(tokens),
-            value,
-        }));
+        self.add_at(pointer(tokens), value);
+    }
+
+    fn add_at(&mut self, path: PointerBuf, value: Value) {
+        self.ops
+            .push(PatchOperation::Add(AddOperation { path, value }));
     }
 
     /// Sets one annotation, creating `metadata.annotations` (and `metadata`) only when missing.
@@ -125,10 +128,7 @@ impl PatchBuilder {
             );
             self.has_annotations = true;
         }
-        self.ops.push(PatchOperation::Add(AddOperation {
-            path: annotation_pointer(key),
-            value: Value::String(value),
-        }));
+        self.add_at(annotation_pointer(key), Value::String(value));
     }
 
     /// Whether nothing was added.
@@ -165,13 +165,8 @@ mod tests {
 
     #[test]
     fn annotation_pointers_made_once_are_the_pointers() {
-        let keys = [
-            NETWORKS,
-            CAPACITY,
-            crate::allocator::CLAIM_TOKEN,
-            MAC_ADDRESSES,
-        ];
-        for key in keys.into_iter().chain(["a~b/c", DEFAULT_NETWORK, ""]) {
+        let others = ["a~b/c", DEFAULT_NETWORK, ""];
+        for key in WRITTEN_PER_REVIEW.into_iter().chain(others) {
             let tokens = ["metadata", "annotations", key];
             assert_eq!(
                 annotation_pointer(key),

@@ -154,8 +154,7 @@ impl<'de> serde::Deserialize<'de> for Member<'de> {
             fn visit_u64<E>(self, v: u64) -> Result<Member<'de>, E> {
                 Ok(Member::Other(Box::new(Value::from(v))))
             }
-            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Member<'de>, E> {
-                // As `Value` decodes it (a non-finite float cannot come from JSON text).
+            fn visit_f64<E>(self, v: f64) -> Result<Member<'de>, E> {
                 Ok(Member::Other(Box::new(Value::from(v))))
             }
             fn visit_seq<A: serde::de::SeqAccess<'de>>(
@@ -496,9 +495,10 @@ fn rewritten(raw: &Value, macs: &[(usize, Mac)]) -> Option<String> {
 /// is not an object, already has a `mac` member or holds an escape (a key could spell `mac`
 /// with one).
 fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
-    if macs.is_empty() || !text.trim_start().starts_with('[') {
+    if macs.is_empty() {
         return None;
     }
+    // `None` for the short form too (not a list).
     let items = elements_of(text)?;
     let base = text.as_ptr() as usize;
     // (offset of the element's closing brace, whether the object is empty, MAC), by offset.
