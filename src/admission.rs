@@ -383,11 +383,7 @@ fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(engine.encode(bytes).as_bytes());
 }
 
-/// Appends `s` as a JSON string (serde_json's escaping).
-fn json_string(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
+use crate::json_text::quoted_into as json_string;
 
 /// A JSON Patch as serde writes it (`{"op":…,"path":…,"value":…}`), with each operation
 /// written by hand.
@@ -429,7 +425,11 @@ fn patch_json(patch: &json_patch::Patch) -> Vec<u8> {
         json_string(&mut out, path.as_str());
         if let Some(value) = value {
             out.extend_from_slice(b",\"value\":");
-            let _ = serde_json::to_writer(&mut out, value);
+            match value {
+                Value::String(s) => json_string(&mut out, s),
+                // Writing into a Vec cannot fail.
+                _ => drop(serde_json::to_writer(&mut out, value)),
+            }
         }
         out.push(b'}');
     }

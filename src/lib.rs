@@ -22,6 +22,7 @@ pub mod claims;
 pub mod cli;
 pub mod dialect;
 pub mod fast_hash;
+pub mod json_text;
 pub mod libvirt;
 pub mod model;
 pub mod nic;

@@ -8,6 +8,7 @@
 //! as they are visited (in the order given, not sorted), the event copies that text as it is,
 //! and the event's own fields are written as they are visited. Every review logs one such line.
 
+use crate::json_text::needs_escape;
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -62,29 +63,6 @@ fn escape(out: &mut String, s: &str) {
         start = i + 1;
     }
     out.push_str(&s[start..]);
-}
-
-/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
-/// a time: a byte is below `n` when subtracting `n` borrows into its high bit while its own high
-/// bit is clear; equal to `c` when `x ^ c` is a zero byte (exact as a yes/no for the word).
-fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
-    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let mut words = b.chunks_exact(8);
-    for w in &mut words {
-        let x = u64::from_ne_bytes(w.try_into().unwrap_or_default());
-        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 /// The time now as tracing's `SystemTime` writes it (RFC 3339 in UTC, microseconds:
@@ -441,25 +419,6 @@ mod tests {
             let want = format!(r#""c":{v},"d":{}"#, v.unsigned_abs());
             assert!(text.contains(&want), "{text}");
         }
-    }
-
-    #[test]
-    fn needs_escape_is_exactly_the_bytes_that_are_escaped() {
-        let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
-        // Every byte value at every position of words and tails, among bytes that need none.
-        for len in 1..=17 {
-            for at in 0..len {
-                for c in 0..=255u8 {
-                    let mut b = vec![b'a'; len];
-                    b[at] = c;
-                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
-                    b.iter_mut().for_each(|x| *x = 0xff);
-                    b[at] = c;
-                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
-                }
-            }
-        }
-        assert!(!needs_escape(b""));
     }
 
     #[test]

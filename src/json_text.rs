@@ -1,0 +1,133 @@
+//! JSON string escaping as serde_json escapes (`"`, `\\`, `\b` `\f` `\n` `\r` `\t`, other control
+//! characters as `\u00XX`; nothing else), written straight into bytes. The answer's patch carries
+//! the Multus annotation, itself JSON, as a JSON string: a quote every few bytes. serde_json
+//! copies each run between escapes with its own write; here each byte is one push into room
+//! reserved once (about 500 fewer instructions per 4-NIC answer, callgrind).
+
+/// The escape of each byte: 0 for none, `u` for `\u00XX`, else the letter after the backslash.
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// Appends `s` as a JSON string, quotes included.
+pub fn quoted_into(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    escape_into(out, s);
+    out.push(b'"');
+}
+
+/// Appends the JSON string escape of `s` (no quotes).
+pub fn escape_into(out: &mut Vec<u8>, s: &str) {
+    let b = s.as_bytes();
+    // Most strings (names, paths, uids) need no escape: one scan, one copy.
+    if !needs_escape(b) {
+        out.extend_from_slice(b);
+        return;
+    }
+    // Room for one escape in four bytes; more only grows the buffer.
+    out.reserve(b.len() + b.len() / 4 + 8);
+    for &c in b {
+        match ESCAPE[usize::from(c)] {
+            0 => out.push(c),
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(c >> 4)]);
+                out.push(HEX[usize::from(c & 0xf)]);
+            }
+            e => out.extend_from_slice(&[b'\\', e]),
+        }
+    }
+}
+
+/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
+/// a time: a byte is below `n` when subtracting `n` borrows into its high bit while its own high
+/// bit is clear; equal to `c` when `x ^ c` is a zero byte (exact as a yes/no for the word).
+pub fn needs_escape(b: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_ne_bytes(w.try_into().unwrap_or_default());
+        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+            != 0
+        {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn quoted(s: &str) -> String {
+        let mut out = Vec::new();
+        quoted_into(&mut out, s);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_character_below_0x80_is_escaped_as_serde_json_escapes_it() {
+        for c in (0u8..0x80).map(char::from) {
+            let s = format!("a{c}b{c}");
+            assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap(), "{c:?}");
+        }
+        assert_eq!(quoted(""), "\"\"");
+        assert_eq!(
+            quoted(r#"[{"name":"a\b","mac":"02:00:00:00:00:01"}]"#),
+            r#""[{\"name\":\"a\\b\",\"mac\":\"02:00:00:00:00:01\"}]""#
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_string_is_escaped_as_serde_json_escapes_it(s in any::<String>()) {
+            prop_assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap());
+        }
+
+        #[test]
+        fn json_text_is_escaped_as_serde_json_escapes_it(v in "[\\[\\]{}\":,a-z0-9\\\\ \n\té]{0,200}") {
+            prop_assert_eq!(quoted(&v), serde_json::to_string(&v).unwrap());
+        }
+    }
+
+    #[test]
+    fn needs_escape_is_exactly_the_bytes_that_are_escaped() {
+        let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        // Every byte value at every position of words and tails, among bytes that need none.
+        for len in 1..=17 {
+            for at in 0..len {
+                for c in 0..=255u8 {
+                    let mut b = vec![b'a'; len];
+                    b[at] = c;
+                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                    b.iter_mut().for_each(|x| *x = 0xff);
+                    b[at] = c;
+                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                }
+            }
+        }
+        assert!(!needs_escape(b""));
+    }
+}
