@@ -1,7 +1,6 @@
 //! Multus pods: the `k8s.v1.cni.cncf.io/networks` annotation (JSON list or short form).
 
 use super::annotations::{self, NETWORKS, PatchBuilder};
-use super::view::Key;
 use crate::model::{
     BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, ShortForm,
     Syntax, Workload,
@@ -204,6 +203,28 @@ impl Element<'static> {
     }
 }
 
+/// A member name, borrowed from the text when it holds no escape.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 /// An element that is a JSON object, read member by member (no map built); anything else is
 /// `None`.
 struct MaybeElement<'a>(Option<Element<'a>>);
@@ -221,26 +242,24 @@ impl<'de> serde::Deserialize<'de> for MaybeElement<'de> {
                 mut map: A,
             ) -> Result<MaybeElement<'de>, A::Error> {
                 let mut el = Element::default();
-                while let Some(Key(key)) = map.next_key::<Key<'_>>()? {
+                // Names read as strings, checked as `Value` checks them (a control character
+                // or a lone surrogate escape is an error), so that this path and the `Value`
+                // one agree on what is JSON.
+                while let Some(Name(key)) = map.next_key::<Name<'_>>()? {
                     let slot = match key.as_ref() {
-                        b"name" => &mut el.name,
-                        b"namespace" => &mut el.namespace,
-                        b"interface" => &mut el.interface,
-                        b"mac" => &mut el.mac,
-                        b"ips" => {
+                        "name" => &mut el.name,
+                        "namespace" => &mut el.namespace,
+                        "interface" => &mut el.interface,
+                        "mac" => &mut el.mac,
+                        "ips" => {
                             el.ips = Some(map.next_value()?);
                             continue;
                         }
-                        b"default-route" => {
+                        "default-route" => {
                             el.default_route = Some(map.next_value()?);
                             continue;
                         }
                         other => {
-                            // Any other name checked as `Value` checks one (a lone surrogate
-                            // escape is an error), so that this fast path and the `Value` one
-                            // agree on what is JSON.
-                            let other =
-                                std::str::from_utf8(other).map_err(serde::de::Error::custom)?;
                             el.claim_ref |= other == "ipam-claim-reference";
                             // Decoded (and dropped) as `Value` is, so that what it rejects
                             // (a number out of range) is rejected here too.
@@ -283,10 +302,15 @@ impl<'de> serde::Deserialize<'de> for MaybeElement<'de> {
 }
 
 /// The annotation's elements as the reader needs them (`None`: not an object), with the same
-/// problems [`parse_elements`] finds. The JSON form is decoded straight into [`Element`]s; the
-/// short form, and any JSON the fast path cannot take, go through [`parse_elements`].
+/// problems [`parse_elements`] finds. The plain form is read by [`plain_elements`], other JSON
+/// is decoded straight into [`Element`]s; the short form, and any JSON these cannot take, go
+/// through [`parse_elements`].
 fn read_elements(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>) {
-    if let Some(text) = raw.as_str().map(str::trim)
+    let text = raw.as_str().map(str::trim);
+    if let Some(items) = text.and_then(plain_elements) {
+        return (items, Vec::new());
+    }
+    if let Some(text) = text
         && text.starts_with('[')
         && let Ok(items) = serde_json::from_str::<Vec<MaybeElement>>(text)
     {
@@ -302,6 +326,95 @@ fn read_elements(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>) {
         return (items.into_iter().map(|e| e.0).collect(), problems);
     }
     slow_elements(raw)
+}
+
+/// The annotation in its plain form, read without serde: a JSON list of objects whose members
+/// are all strings without escapes or control characters, the form Multus users and tools
+/// write. `None` for anything else, which serde reads; what this takes, serde reads the same
+/// (tested).
+fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    // JSON's whitespace (not `is_ascii_whitespace`, which takes form feeds too).
+    let ws = |i: &mut usize| {
+        while matches!(b.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    // A string with neither escape nor control character: its text, `i` past it.
+    let string = |i: &mut usize| -> Option<&str> {
+        let start = i.checked_add(1).filter(|_| b.get(*i) == Some(&b'"'))?;
+        let len = b
+            .get(start..)?
+            .iter()
+            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        let end = start + len;
+        (b[end] == b'"').then_some(())?;
+        *i = end + 1;
+        // Both ends are next to an ASCII quote: character boundaries.
+        text.get(start..end)
+    };
+    ws(&mut i);
+    (b.get(i) == Some(&b'[')).then_some(())?;
+    i += 1;
+    ws(&mut i);
+    let mut out = Vec::new();
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            (b.get(i) == Some(&b'{')).then_some(())?;
+            i += 1;
+            ws(&mut i);
+            let mut el = Element::default();
+            if b.get(i) != Some(&b'}') {
+                loop {
+                    let key = string(&mut i)?;
+                    ws(&mut i);
+                    (b.get(i) == Some(&b':')).then_some(())?;
+                    i += 1;
+                    ws(&mut i);
+                    let value = string(&mut i)?;
+                    let text = || Some(Member::Text(Cow::Borrowed(value)));
+                    match key {
+                        "name" => el.name = text(),
+                        "namespace" => el.namespace = text(),
+                        "interface" => el.interface = text(),
+                        "mac" => el.mac = text(),
+                        "ips" => el.ips = Some(Value::String(value.to_owned())),
+                        "default-route" => el.default_route = Some(Value::String(value.to_owned())),
+                        "ipam-claim-reference" => el.claim_ref = true,
+                        _ => {}
+                    }
+                    ws(&mut i);
+                    match b.get(i)? {
+                        b',' => {
+                            i += 1;
+                            ws(&mut i);
+                        }
+                        b'}' => break,
+                        _ => return None,
+                    }
+                }
+            }
+            i += 1;
+            out.push(Some(el));
+            ws(&mut i);
+            match b.get(i)? {
+                b',' => {
+                    i += 1;
+                    ws(&mut i);
+                }
+                b']' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    ws(&mut i);
+    (i == b.len()).then_some(out)
 }
 
 /// [`read_elements`] through [`parse_elements`].
@@ -763,6 +876,50 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Lists of flat objects of short strings, in any spacing, and texts cut or spliced from
+        /// them: what the plain reader takes, the serde readers read the same.
+        #[test]
+        fn the_plain_form_is_read_as_serde_reads_it(
+            items in proptest::collection::vec(
+                proptest::collection::vec(
+                    (
+                        proptest::prop_oneof![
+                            proptest::strategy::Just("name".to_owned()),
+                            proptest::strategy::Just("interface".to_owned()),
+                            proptest::strategy::Just("mac".to_owned()),
+                            proptest::strategy::Just("ips".to_owned()),
+                            "[a-z\"\\\\\u{1}]{0,4}",
+                        ],
+                        "[a-z0-9:\"\\\\\u{1}é ]{0,6}",
+                    ),
+                    0..4,
+                ),
+                0..4,
+            ),
+            space in "[ \t\n\r\u{c}]{0,2}",
+            cut in 0usize..200,
+        ) {
+            let member = |(k, v): &(String, String)| format!("\"{k}\"{space}:{space}\"{v}\"");
+            let object = |m: &Vec<(String, String)>| {
+                let members: Vec<String> = m.iter().map(member).collect();
+                format!("{{{space}{}{space}}}", members.join(&format!("{space},{space}")))
+            };
+            let objects: Vec<String> = items.iter().map(object).collect();
+            let text = format!("{space}[{space}{}{space}]{space}", objects.join(","));
+            let cut = text.char_indices().nth(cut).map_or(text.len(), |(i, _)| i);
+            for text in [&text[..], &text[..cut]] {
+                let raw = json!(text);
+                proptest::prop_assert_eq!(read_elements(&raw), slow_elements(&raw), "{}", text);
+                if let Some(plain) = plain_elements(text) {
+                    let serde: Vec<MaybeElement> = serde_json::from_str(text).unwrap();
+                    let serde: Vec<_> = serde.into_iter().map(|e| e.0).collect();
+                    proptest::prop_assert_eq!(plain, serde, "{}", text);
+                }
+            }
+        }
+    }
+
     /// JSON values with the strings that trip a scan: quotes, backslashes, brackets, commas,
     /// control characters and non-ASCII text.
     fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
@@ -818,9 +975,30 @@ mod tests {
             " [ ] ",
             "net1@eth1, ns/net2",
             "",
+            // The plain form, and texts one step from it.
+            r#"[{"name":"a","namespace":"n","interface":"eth1","mac":"02:00:00:00:00:01"}]"#,
+            " [ {\"name\" :\t\"a\" ,\n\"ips\": \"x\"} ,{}\r] ",
+            r#"[{"name":"a","name":"b","ipam-claim-reference":"c","default-route":"d","x":"y"}]"#,
+            r#"[{"name":"a\"b"}]"#,
+            "[{\"name\":\"a\u{1}\"}]",
+            "[{\"name\":\"a\"}\u{c}]",
+            r#"[{"name":"é✓"},{"name":"a",}]"#,
+            r#"[{"name":"a"},]"#,
+            r#"[{"name":"a"} {"name":"b"}]"#,
+            r#"[{"name" "a"}]"#,
+            r#"[{"name":"a""#,
+            r#"[{"name":"a"}]]"#,
+            // A raw control character in a name is not JSON, an escaped one is.
+            "[{\"a\u{1}\":1,\"name\":\"b\"}]",
+            r#"[{"a\u0001":1,"name":"b"}]"#,
         ] {
             let raw = json!(text);
             assert_eq!(read_elements(&raw), slow_elements(&raw), "{text}");
+        }
+        // Only the plain form is read without serde.
+        assert!(plain_elements(r#" [{"name": "a"}, {}] "#).is_some());
+        for text in [r#"[{"name":"a\"b"}]"#, r#"[{"name":1}]"#, "[3]", "net1"] {
+            assert!(plain_elements(text).is_none(), "{text}");
         }
         assert_eq!(read_elements(&json!(5)), slow_elements(&json!(5)));
     }
