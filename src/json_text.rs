@@ -1,8 +1,8 @@
 //! JSON string escaping as serde_json escapes (`"`, `\\`, `\b` `\f` `\n` `\r` `\t`, other control
 //! characters as `\u00XX`; nothing else), written straight into bytes. The answer's patch carries
 //! the Multus annotation, itself JSON, as a JSON string: a quote every few bytes. serde_json
-//! copies each run between escapes with its own write; here each byte is one push into room
-//! reserved once (about 500 fewer instructions per 4-NIC answer, callgrind).
+//! copies each run between escapes with its own write; here the text is escaped through a block
+//! on the stack.
 
 /// The escape of each byte: 0 for none, `u` for `\u00XX`, else the letter after the backslash.
 static ESCAPE: [u8; 256] = {
@@ -37,20 +37,38 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(b);
         return;
     }
-    // Room for one escape in four bytes; more only grows the buffer.
+    // Written through a block on the stack (its index stays in a register), a block at a
+    // time into `out`.
+    const BLOCK: usize = 256;
+    let mut block = [0u8; BLOCK];
+    let mut n = 0;
     out.reserve(b.len() + b.len() / 4 + 8);
     for &c in b {
+        // Room for the longest escape (`\u00XX`).
+        if n > BLOCK - 6 {
+            out.extend_from_slice(&block[..n]);
+            n = 0;
+        }
         match ESCAPE[usize::from(c)] {
-            0 => out.push(c),
+            0 => {
+                block[n] = c;
+                n += 1;
+            }
             b'u' => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(c >> 4)]);
-                out.push(HEX[usize::from(c & 0xf)]);
+                block[n..n + 4].copy_from_slice(b"\\u00");
+                block[n + 4] = HEX[usize::from(c >> 4)];
+                block[n + 5] = HEX[usize::from(c & 0xf)];
+                n += 6;
             }
-            e => out.extend_from_slice(&[b'\\', e]),
+            e => {
+                block[n] = b'\\';
+                block[n + 1] = e;
+                n += 2;
+            }
         }
     }
+    out.extend_from_slice(&block[..n]);
 }
 
 /// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
