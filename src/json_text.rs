@@ -1,8 +1,8 @@
 //! JSON string escaping as serde_json escapes (`"`, `\\`, `\b` `\f` `\n` `\r` `\t`, other control
 //! characters as `\u00XX`; nothing else), written straight into bytes. The answer's patch carries
 //! the Multus annotation, itself JSON, as a JSON string: a quote every few bytes. serde_json
-//! copies each run between escapes with its own write; here the text is escaped through a block
-//! on the stack.
+//! copies each run between escapes with its own write and looks at one byte at a time; here the
+//! text is read eight bytes at a time and escaped through a block on the stack.
 
 /// The escape of each byte: 0 for none, `u` for `\u00XX`, else the letter after the backslash.
 static ESCAPE: [u8; 256] = {
@@ -37,18 +37,40 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
         out.extend_from_slice(b);
         return;
     }
-    // Written through a block on the stack (its index stays in a register), a block at a
-    // time into `out`.
+    // Written through a block on the stack (its index stays in a register), a block at a time
+    // into `out`. Eight bytes are read at a time: copied whole, then the index moves past those
+    // before the first byte to escape, which is written escaped.
     const BLOCK: usize = 256;
     let mut block = [0u8; BLOCK];
     let mut n = 0;
+    let mut i = 0;
     out.reserve(b.len() + b.len() / 4 + 8);
-    for &c in b {
-        // Room for the longest escape (`\u00XX`).
-        if n > BLOCK - 6 {
+    while i < b.len() {
+        // Room for a word, or for the longest escape (`\u00XX`).
+        if n > BLOCK - 8 {
             out.extend_from_slice(&block[..n]);
             n = 0;
         }
+        let c = match b.get(i..i + 8) {
+            Some(w) => {
+                let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+                block[n..n + 8].copy_from_slice(w);
+                let m = escapes(x);
+                if m == 0 {
+                    n += 8;
+                    i += 8;
+                    continue;
+                }
+                // The lowest flag is exact (a borrow only carries upwards): the first byte.
+                let k = (m.trailing_zeros() / 8) as usize;
+                n += k;
+                i += k;
+                b[i]
+            }
+            // The last bytes, one at a time.
+            None => b[i],
+        };
+        i += 1;
         match ESCAPE[usize::from(c)] {
             0 => {
                 block[n] = c;
@@ -71,20 +93,25 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&block[..n]);
 }
 
-/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
-/// a time: a byte is below `n` when subtracting `n` borrows into its high bit while its own high
-/// bit is clear; equal to `c` when `x ^ c` is a zero byte (exact as a yes/no for the word).
-pub fn needs_escape(b: &[u8]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
+const ONES: u64 = u64::from_ne_bytes([1; 8]);
+const HIGH: u64 = ONES << 7;
+
+/// The high bit of each byte of `x` that is escaped (`"`, `\\`, below 0x20), and maybe of some
+/// bytes above the first one: a byte is below `n` when subtracting `n` borrows into its high bit
+/// while its own high bit is clear; equal to `c` when `x ^ c` is a zero byte. A borrow only
+/// comes from a byte that matches, so the lowest flag is always exact.
+fn escapes(x: u64) -> u64 {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+}
+
+/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
+/// a time ([`escapes`]).
+pub fn needs_escape(b: &[u8]) -> bool {
     let mut words = b.chunks_exact(8);
     for w in &mut words {
-        let x = u64::from_ne_bytes(w.try_into().unwrap_or_default());
-        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-            != 0
-        {
+        if escapes(u64::from_le_bytes(w.try_into().unwrap_or_default())) != 0 {
             return true;
         }
     }
@@ -116,6 +143,25 @@ mod tests {
             quoted(r#"[{"name":"a\b","mac":"02:00:00:00:00:01"}]"#),
             r#""[{\"name\":\"a\\b\",\"mac\":\"02:00:00:00:00:01\"}]""#
         );
+    }
+
+    #[test]
+    fn every_character_at_every_place_of_words_and_tails_is_escaped_as_serde_json_does() {
+        let chars = (0u8..0x80).map(char::from).chain(['é', '✓', '\u{10348}']);
+        for c in chars {
+            for len in 1..=20 {
+                for at in 0..len {
+                    for filler in ['a', '"', '\u{1}', 'é'] {
+                        let s: String =
+                            (0..len).map(|i| if i == at { c } else { filler }).collect();
+                        assert_eq!(quoted(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+                    }
+                }
+            }
+        }
+        // Longer than a block, with escapes of every length across its edges.
+        let long: String = "ab\"\u{1f}\\é\n".repeat(100);
+        assert_eq!(quoted(&long), serde_json::to_string(&long).unwrap());
     }
 
     proptest! {
