@@ -106,19 +106,27 @@ fn escapes(x: u64) -> u64 {
     below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
 }
 
-/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20), eight bytes at
-/// a time ([`escapes`]).
+/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20).
 pub fn needs_escape(b: &[u8]) -> bool {
+    first_escaped(b).is_some()
+}
+
+/// Where the first byte of `b` that a JSON string escapes is (`"`, `\\`, below 0x20), eight
+/// bytes at a time ([`escapes`]): the end of a string's plain run, for the scanners.
+pub fn first_escaped(b: &[u8]) -> Option<usize> {
     let mut words = b.chunks_exact(8);
+    let mut at = 0;
     for w in &mut words {
-        if escapes(u64::from_le_bytes(w.try_into().unwrap_or_default())) != 0 {
-            return true;
+        let m = escapes(u64::from_le_bytes(w.try_into().unwrap_or_default()));
+        if m != 0 {
+            return Some(at + (m.trailing_zeros() / 8) as usize);
         }
+        at += 8;
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    let tail = words.remainder().iter();
+    tail.map(|&c| c < 0x20 || c == b'"' || c == b'\\')
+        .position(|e| e)
+        .map(|i| at + i)
 }
 
 #[cfg(test)]
@@ -179,6 +187,20 @@ mod tests {
     #[test]
     fn needs_escape_is_exactly_the_bytes_that_are_escaped() {
         let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        let first = |b: &[u8]| b.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\');
+        // The first of several, wherever they are.
+        for len in 0..=20 {
+            for at in 0..len {
+                for also in at..len {
+                    for (c, d) in [(b'"', b'\\'), (b'\\', 0x1f), (0, b'"'), (b'"', b'"')] {
+                        let mut b = vec![b'a'; len];
+                        b[also] = d;
+                        b[at] = c;
+                        assert_eq!(first_escaped(&b), first(&b), "{b:?}");
+                    }
+                }
+            }
+        }
         // Every byte value at every position of words and tails, among bytes that need none.
         for len in 1..=17 {
             for at in 0..len {
@@ -186,9 +208,11 @@ mod tests {
                     let mut b = vec![b'a'; len];
                     b[at] = c;
                     assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                    assert_eq!(first_escaped(&b), first(&b), "{b:?}");
                     b.iter_mut().for_each(|x| *x = 0xff);
                     b[at] = c;
                     assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
+                    assert_eq!(first_escaped(&b), first(&b), "{b:?}");
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Multus pods: the `k8s.v1.cni.cncf.io/networks` annotation (JSON list or short form).
 
 use super::annotations::{self, NETWORKS, PatchBuilder};
+use crate::json_text::first_escaped;
 use crate::model::{
     BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, ShortForm,
     Syntax, Workload,
@@ -344,11 +345,7 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
     // A string with neither escape nor control character: its text, `i` past it.
     let string = |i: &mut usize| -> Option<&str> {
         let start = i.checked_add(1).filter(|_| b.get(*i) == Some(&b'"'))?;
-        let len = b
-            .get(start..)?
-            .iter()
-            .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-        let end = start + len;
+        let end = start + first_escaped(b.get(start..)?)?;
         (b[end] == b'"').then_some(())?;
         *i = end + 1;
         // Both ends are next to an ASCII quote: character boundaries.
@@ -681,8 +678,11 @@ fn elements_of(text: &str) -> Option<Vec<&str>> {
                     start = Some(i);
                 }
                 i += 1;
+                // Up to the closing quote, past escapes (and control characters: not JSON, but
+                // not this scan's to judge).
                 loop {
-                    match b.get(i)? {
+                    i += first_escaped(b.get(i..)?)?;
+                    match b[i] {
                         b'"' => break,
                         b'\\' => i += 2,
                         _ => i += 1,
