@@ -4,6 +4,7 @@
 //! `hotnic check --review`), and one writer, [`response`].
 
 use crate::dialect::view::ObjectView;
+use crate::json_text::quoted_into as json_string;
 use crate::model::Rule;
 use crate::policy::{Denial, Operation, Outcome, Request};
 use base64::Engine;
@@ -382,8 +383,6 @@ fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     // Not reached (the length is exact); encoded the long way rather than sent short.
     out.extend_from_slice(engine.encode(bytes).as_bytes());
 }
-
-use crate::json_text::quoted_into as json_string;
 
 /// A JSON Patch as serde writes it (`{"op":…,"path":…,"value":…}`), with each operation
 /// written by hand.

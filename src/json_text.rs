@@ -46,8 +46,9 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     let mut i = 0;
     out.reserve(b.len() + b.len() / 4 + 8);
     while i < b.len() {
-        // Room for a word, or for the longest escape (`\u00XX`).
-        if n > BLOCK - 8 {
+        // Room for a word (8 bytes), or for up to 7 of its bytes and the longest escape
+        // (`\u00XX`, 6 bytes).
+        if n > BLOCK - 16 {
             out.extend_from_slice(&block[..n]);
             n = 0;
         }
@@ -170,6 +171,25 @@ mod tests {
         // Longer than a block, with escapes of every length across its edges.
         let long: String = "ab\"\u{1f}\\é\n".repeat(100);
         assert_eq!(quoted(&long), serde_json::to_string(&long).unwrap());
+        // Each escape, alone or in a run, at every offset around the block's end (256 bytes):
+        // the last word of a block may end in the longest escape.
+        for pad in 230..=280 {
+            for c in ['"', '\\', '\n', '\u{1}'] {
+                for run in [1, 2, 7, 9] {
+                    let s = format!(
+                        "{}{}{}",
+                        "a".repeat(pad),
+                        String::from(c).repeat(run),
+                        "b".repeat(9)
+                    );
+                    assert_eq!(
+                        quoted(&s),
+                        serde_json::to_string(&s).unwrap(),
+                        "{pad} {c:?} {run}"
+                    );
+                }
+            }
+        }
     }
 
     proptest! {
