@@ -155,6 +155,8 @@ struct Gated {
     ready: std::sync::atomic::AtomicBool,
     /// Answer one claim fewer than asked for in each round (a broken allocator).
     short: std::sync::atomic::AtomicBool,
+    /// Panic on a round of claims (a bug).
+    panic: std::sync::atomic::AtomicBool,
 }
 
 impl MacAllocator for Gated {
@@ -186,6 +188,10 @@ impl MacAllocator for Gated {
         &'a self,
         reqs: &'a [ClaimRequest<'a>],
     ) -> AllocFuture<'a, Vec<Result<(), ClaimError>>> {
+        assert!(
+            !self.panic.load(Ordering::SeqCst),
+            "a bug in the allocator (test)"
+        );
         let n = match self.short.load(Ordering::SeqCst) {
             true => reqs.len().saturating_sub(1),
             false => reqs.len(),
@@ -221,6 +227,7 @@ fn gated_state(ready: bool, short: bool) -> (Arc<Gated>, Arc<AppState>) {
         inner: InMemoryAllocator::new(MacRange::default_range()),
         ready: ready.into(),
         short: short.into(),
+        panic: false.into(),
     });
     let policy = Policy::new(PolicyConfig::default(), gated.clone());
     (gated, AppState::new(policy, Arc::new(Metrics::new())))
@@ -286,6 +293,29 @@ async fn an_allocator_that_answers_fewer_claims_than_asked_gets_a_denial_not_a_p
     // Answered in full, the same review gets its MACs.
     gated.short.store(false, Ordering::SeqCst);
     let (_, _, answer) = call(&s, "/mutate", &review).await;
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    assert!(answer["response"]["patch"].is_string(), "{answer}");
+}
+
+#[tokio::test]
+async fn a_panic_while_answering_is_a_500_counted_and_the_next_review_is_served() {
+    let (gated, s) = gated_state(true, false);
+    gated.panic.store(true, Ordering::SeqCst);
+    let review = fixture("001");
+    let (status, _, answer) = call(&s, "/mutate", &review).await;
+    assert_eq!(status, 500);
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("failurePolicy"), "{message}");
+    let text = s.metrics.encode();
+    assert!(
+        text.contains(r#"kind="panic",operation="",verdict="error"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("in_flight_reviews 0"), "{text}");
+    // Nothing left half-done: the same review, once claims work, gets its MACs.
+    gated.panic.store(false, Ordering::SeqCst);
+    let (status, _, answer) = call(&s, "/mutate", &review).await;
+    assert_eq!(status, 200);
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
     assert!(answer["response"]["patch"].is_string(), "{answer}");
 }

@@ -90,11 +90,51 @@ pub fn router(state: Arc<AppState>, max_body: usize) -> Router {
 }
 
 async fn mutate(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&s, Phase::Mutate, body).await
+    guarded(&s, Phase::Mutate, body).await
 }
 
 async fn validate(State(s): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    handle(&s, Phase::Validate, body).await
+    guarded(&s, Phase::Validate, body).await
+}
+
+/// [`handle`], with a panic in it (a bug) answered 500 on the same connection, logged as an
+/// error and counted as `reviews_total{kind="panic",verdict="error"}`, instead of the connection
+/// dropped with the review unanswered. Either way the API server applies the webhook's
+/// `failurePolicy`; this way the cause is on record and the connection serves the next review.
+/// The state a review touches stays usable: the allocators take their locks through poisoning.
+async fn guarded(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
+    use futures::FutureExt as _;
+    let panic = match std::panic::AssertUnwindSafe(handle(s, phase, body))
+        .catch_unwind()
+        .await
+    {
+        Ok(response) => return response,
+        Err(panic) => panic,
+    };
+    let endpoint = phase.as_str();
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    s.metrics
+        .reviews
+        .get_or_create(&ReviewLabels {
+            endpoint,
+            kind: "panic",
+            operation: "",
+            verdict: "error",
+        })
+        .inc();
+    tracing::error!(
+        endpoint,
+        panic = what,
+        "the review's handling panicked (a bug); answered 500"
+    );
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "hotnic failed to answer this review (an internal error, logged); the webhook's failurePolicy applies",
+    )
 }
 
 async fn not_found() -> Response {
