@@ -32,19 +32,21 @@ pub fn quoted_into(out: &mut Vec<u8>, s: &str) {
 /// Appends the JSON string escape of `s` (no quotes).
 pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     let b = s.as_bytes();
-    // Most strings (names, paths, uids) need no escape: one scan, one copy.
-    if !needs_escape(b) {
+    // Most strings (names, paths, uids) need no escape: one scan, one copy. Otherwise the
+    // bytes before the first escape are copied as they are.
+    let Some(first) = first_escaped(b) else {
         out.extend_from_slice(b);
         return;
-    }
+    };
     // Written through a block on the stack (its index stays in a register), a block at a time
     // into `out`. Eight bytes are read at a time: copied whole, then the index moves past those
     // before the first byte to escape, which is written escaped.
     const BLOCK: usize = 256;
     let mut block = [0u8; BLOCK];
     let mut n = 0;
-    let mut i = 0;
     out.reserve(b.len() + b.len() / 4 + 8);
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
     while i < b.len() {
         // Room for a word (8 bytes), or for up to 7 of its bytes and the longest escape
         // (`\u00XX`, 6 bytes).
@@ -94,6 +96,31 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&block[..n]);
 }
 
+/// Appends the JSON string escape of `s` (no quotes) to text: [`escape_into`] for a `String`
+/// (the log line), runs between escapes copied whole (log values rarely hold any).
+pub fn escape_str(out: &mut String, s: &str) {
+    let mut rest = s;
+    while let Some(k) = first_escaped(rest.as_bytes()) {
+        // Every byte escaped is ASCII, so `k` and `k + 1` are character boundaries.
+        out.push_str(&rest[..k]);
+        let c = rest.as_bytes()[k];
+        match ESCAPE[usize::from(c)] {
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(c >> 4)]));
+                out.push(char::from(HEX[usize::from(c & 0xf)]));
+            }
+            e => {
+                out.push('\\');
+                out.push(char::from(e));
+            }
+        }
+        rest = &rest[k + 1..];
+    }
+    out.push_str(rest);
+}
+
 const ONES: u64 = u64::from_ne_bytes([1; 8]);
 const HIGH: u64 = ONES << 7;
 
@@ -105,11 +132,6 @@ fn escapes(x: u64) -> u64 {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
-}
-
-/// Whether any byte of `b` is escaped in a JSON string (`"`, `\\`, below 0x20).
-pub fn needs_escape(b: &[u8]) -> bool {
-    first_escaped(b).is_some()
 }
 
 /// Where the first byte of `b` that a JSON string escapes is (`"`, `\\`, below 0x20), eight
@@ -135,10 +157,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `s` quoted both ways (bytes and text), checked to agree.
     fn quoted(s: &str) -> String {
         let mut out = Vec::new();
         quoted_into(&mut out, s);
-        String::from_utf8(out).unwrap()
+        let bytes = String::from_utf8(out).unwrap();
+        let mut text = String::from("\"");
+        escape_str(&mut text, s);
+        text.push('"');
+        assert_eq!(bytes, text, "{s:?}");
+        bytes
     }
 
     #[test]
@@ -173,20 +201,25 @@ mod tests {
         assert_eq!(quoted(&long), serde_json::to_string(&long).unwrap());
         // Each escape, alone or in a run, at every offset around the block's end (256 bytes):
         // the last word of a block may end in the longest escape.
-        for pad in 230..=280 {
-            for c in ['"', '\\', '\n', '\u{1}'] {
-                for run in [1, 2, 7, 9] {
-                    let s = format!(
-                        "{}{}{}",
-                        "a".repeat(pad),
-                        String::from(c).repeat(run),
-                        "b".repeat(9)
-                    );
-                    assert_eq!(
-                        quoted(&s),
-                        serde_json::to_string(&s).unwrap(),
-                        "{pad} {c:?} {run}"
-                    );
+        for lead in 1..=8 {
+            for pad in 230..=280 {
+                for c in ['"', '\\', '\n', '\u{1}'] {
+                    for run in [1, 2, 7, 9] {
+                        // Escapes first, so that the block is in use from the start, each
+                        // moving the block's index one byte further from the input's.
+                        let s = format!(
+                            "{}{}{}{}",
+                            "\"".repeat(lead),
+                            "a".repeat(pad),
+                            String::from(c).repeat(run),
+                            "b".repeat(9)
+                        );
+                        assert_eq!(
+                            quoted(&s),
+                            serde_json::to_string(&s).unwrap(),
+                            "{lead} {pad} {c:?} {run}"
+                        );
+                    }
                 }
             }
         }
@@ -205,8 +238,7 @@ mod tests {
     }
 
     #[test]
-    fn needs_escape_is_exactly_the_bytes_that_are_escaped() {
-        let slow = |b: &[u8]| b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\');
+    fn first_escaped_is_exactly_the_first_byte_that_is_escaped() {
         let first = |b: &[u8]| b.iter().position(|&c| c < 0x20 || c == b'"' || c == b'\\');
         // The first of several, wherever they are.
         for len in 0..=20 {
@@ -227,15 +259,13 @@ mod tests {
                 for c in 0..=255u8 {
                     let mut b = vec![b'a'; len];
                     b[at] = c;
-                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
                     assert_eq!(first_escaped(&b), first(&b), "{b:?}");
                     b.iter_mut().for_each(|x| *x = 0xff);
                     b[at] = c;
-                    assert_eq!(needs_escape(&b), slow(&b), "{b:?}");
                     assert_eq!(first_escaped(&b), first(&b), "{b:?}");
                 }
             }
         }
-        assert!(!needs_escape(b""));
+        assert_eq!(first_escaped(b""), None);
     }
 }

@@ -8,7 +8,7 @@
 //! as they are visited (in the order given, not sorted), the event copies that text as it is,
 //! and the event's own fields are written as they are visited. Every review logs one such line.
 
-use crate::json_text::needs_escape;
+use crate::json_text::escape_str as escape;
 use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -31,38 +31,6 @@ fn string(out: &mut String, s: &str) {
     out.push('"');
     escape(out, s);
     out.push('"');
-}
-
-/// Appends `s` with JSON string escapes.
-fn escape(out: &mut String, s: &str) {
-    // Most values (names, uids, field names) need no escape: one scan, one copy.
-    if !needs_escape(s.as_bytes()) {
-        out.push_str(s);
-        return;
-    }
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let esc: &str = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x08 => "\\b",
-            0x0c => "\\f",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        // Every byte escaped is ASCII, so `i` is a character boundary.
-        out.push_str(&s[start..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(esc);
-        }
-        start = i + 1;
-    }
-    out.push_str(&s[start..]);
 }
 
 /// The time now as tracing's `SystemTime` writes it (RFC 3339 in UTC, microseconds:
