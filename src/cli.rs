@@ -70,6 +70,40 @@ pub fn init_logging(format: LogFormat) {
     };
     if installed.is_ok() {
         *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+        std::panic::set_hook(Box::new(log_panic));
+    }
+}
+
+/// The panic hook once logging is set up: a panic is one error line in the log's format (with
+/// `RUST_BACKTRACE`, the backtrace as a field), not Rust's default text on stderr, which a
+/// JSON log pipeline cannot read. A panic on the main thread ends the process: the queued lines,
+/// this one included, are written out first.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(panic = message, location, thread, backtrace = %backtrace, "a thread panicked (a bug)");
+    } else {
+        tracing::error!(
+            panic = message,
+            location,
+            thread,
+            "a thread panicked (a bug)"
+        );
+    }
+    if thread == "main" {
+        flush_logs();
     }
 }
 

@@ -332,3 +332,64 @@ fn webhook_refuses_a_key_that_does_not_match_and_missing_certs() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-cert"));
 }
+
+/// A panic, once logging is set up (as `hotnic webhook` and `hotnic agent` set it up), is one
+/// JSON error line naming the message, place and thread, with the backtrace when
+/// `RUST_BACKTRACE` asks for one, and not Rust's default text, which a JSON log pipeline cannot
+/// read. Run in a child (this test binary again): the hook and the logger are process-wide.
+#[test]
+fn a_panic_is_one_json_log_line() {
+    if std::env::var_os("HOTNIC_TEST_PANIC_CHILD").is_some() {
+        hotnic::cli::init_logging(hotnic::cli::LogFormat::Json);
+        let joined = std::thread::Builder::new()
+            .name("doomed".into())
+            .spawn(|| panic!("boom {}", 42))
+            .unwrap()
+            .join();
+        assert!(joined.is_err());
+        hotnic::cli::flush_logs();
+        return;
+    }
+    for backtrace in [false, true] {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args(["--exact", "a_panic_is_one_json_log_line", "--nocapture"])
+            .env("HOTNIC_TEST_PANIC_CHILD", "1")
+            .env_remove("RUST_LOG")
+            .env_remove("RUST_LIB_BACKTRACE");
+        if backtrace {
+            cmd.env("RUST_BACKTRACE", "1");
+        } else {
+            cmd.env_remove("RUST_BACKTRACE");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(
+            !stderr.contains("panicked at"),
+            "default panic text: {stderr}"
+        );
+        let lines: Vec<Value> = stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &Value| v.get("panic").is_some())
+            .collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "ERROR", "{line}");
+        assert_eq!(line["panic"], "boom 42", "{line}");
+        assert_eq!(line["thread"], "doomed", "{line}");
+        assert!(
+            line["location"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("tests/webhook_cli.rs:")),
+            "{line}"
+        );
+        assert_eq!(
+            line["backtrace"]
+                .as_str()
+                .is_some_and(|b| b.contains("a_panic_is_one_json_log_line")),
+            backtrace,
+            "{line}"
+        );
+    }
+}
