@@ -74,17 +74,22 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// A panic's message: its payload when that is text (`panic!` with a message makes a `&str` or
+/// a `String`).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
 /// The panic hook once logging is set up: a panic is one error line in the log's format (with
 /// `RUST_BACKTRACE`, the backtrace as a field), not Rust's default text on stderr, which a
 /// JSON log pipeline cannot read. A panic on the main thread ends the process: the queued lines,
 /// this one included, are written out first.
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let payload = info.payload();
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message");
+    let message = panic_message(info.payload());
     let location = info
         .location()
         .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
@@ -138,6 +143,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_message_is_its_text_payload() {
+        let caught = |f: fn()| std::panic::catch_unwind(f).unwrap_err();
+        // The default hook's text goes to this test's captured output.
+        let literal = caught(|| panic!("plain words"));
+        let formatted = caught(|| panic!("made {}", 7));
+        let other = caught(|| std::panic::panic_any(42_u32));
+        assert_eq!(panic_message(&*literal), "plain words");
+        assert_eq!(panic_message(&*formatted), "made 7");
+        assert_eq!(panic_message(&*other), "a panic without a message");
+    }
 
     #[test]
     fn durations() {

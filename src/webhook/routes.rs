@@ -112,11 +112,7 @@ async fn guarded(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>
         Err(panic) => panic,
     };
     let endpoint = phase.as_str();
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic without a message");
+    let what = crate::cli::panic_message(&*panic);
     s.metrics
         .reviews
         .get_or_create(&ReviewLabels {
