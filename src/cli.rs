@@ -70,7 +70,18 @@ pub fn init_logging(format: LogFormat) {
     };
     if installed.is_ok() {
         *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
-        std::panic::set_hook(Box::new(log_panic));
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Where tracing has no subscriber to hand this thread (one already inside a scoped
+            // one, or being torn down), the line would vanish: Rust's default text instead.
+            let can_log =
+                tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+            if can_log {
+                log_panic(info);
+            } else {
+                default(info);
+            }
+        }));
     }
 }
 
