@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The floor under the agent bench's 32-NIC figure: the CPU the CNI plugins alone need for N ADDs
 # of the bridge plugin with host-local IPAM (the bench's pair), run one after another straight
-# from the shell into one pod namespace: no agent, no cache, no nsenter. Divided by the cores,
-# that is the least any agent can take to plug N NICs on this machine at this hour.
+# from the shell into one pod namespace: no agent, no cache. As in the bench, the node is a
+# namespace of its own (the plugins run in it through `nsenter`), so the bridge, its gateway
+# address and the forwarding sysctl stay out of this machine's own network. Divided by the
+# cores, that is the least any agent can take to plug N NICs on this machine at this hour.
 #
 #   bench/plugin_floor.sh [N]     # as root; N defaults to 32; needs containernetworking-plugins
 set -euo pipefail
@@ -17,11 +19,12 @@ tag=hnfloor$$
 work=$(mktemp -d)
 cleanup() {
   ip netns del "$tag" 2>/dev/null || true
-  ip link del "${tag:0:12}br" 2>/dev/null || true
+  ip netns del "${tag}n" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 ip netns add "$tag"
+ip netns add "${tag}n"
 cat >"$work/conf" <<EOF
 {"cniVersion":"1.0.0","name":"$tag","type":"bridge","bridge":"${tag:0:12}br","isGateway":true,
  "ipam":{"type":"host-local","subnet":"10.124.0.0/16","dataDir":"$work/ipam"}}
@@ -30,7 +33,7 @@ EOF
 cat >"$work/run" <<EOF
 for i in \$(seq 1 $n); do
   CNI_COMMAND=\$1 CNI_CONTAINERID=floor\$i CNI_NETNS=/run/netns/$tag CNI_IFNAME=eth\$i \
-    CNI_PATH=$plugins $plugins/bridge <"$work/conf" >/dev/null
+    CNI_PATH=$plugins nsenter --net=/run/netns/${tag}n $plugins/bridge <"$work/conf" >/dev/null
 done
 EOF
 # CPU time (user + system) of a command and its children, from bash's `times` in a subshell.
