@@ -22,6 +22,26 @@ static ESCAPE: [u8; 256] = {
     t
 };
 
+/// The escape of a byte that a JSON string escapes (`ESCAPE` not 0): its bytes, padded to the
+/// longest (`\u00XX`), and how many of them are the escape.
+fn escape_of(c: u8) -> ([u8; 6], usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    match ESCAPE[usize::from(c)] {
+        b'u' => (
+            [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 0xf)],
+            ],
+            6,
+        ),
+        e => ([b'\\', e, 0, 0, 0, 0], 2),
+    }
+}
+
 /// Appends `s` as a JSON string, quotes included.
 pub fn quoted_into(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
@@ -74,23 +94,14 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
             None => b[i],
         };
         i += 1;
-        match ESCAPE[usize::from(c)] {
-            0 => {
-                block[n] = c;
-                n += 1;
-            }
-            b'u' => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                block[n..n + 4].copy_from_slice(b"\\u00");
-                block[n + 4] = HEX[usize::from(c >> 4)];
-                block[n + 5] = HEX[usize::from(c & 0xf)];
-                n += 6;
-            }
-            e => {
-                block[n] = b'\\';
-                block[n + 1] = e;
-                n += 2;
-            }
+        if ESCAPE[usize::from(c)] == 0 {
+            block[n] = c;
+            n += 1;
+        } else {
+            // All six bytes copied (the block has room), the index moved past the escape.
+            let (e, len) = escape_of(c);
+            block[n..n + 6].copy_from_slice(&e);
+            n += len;
         }
     }
     out.extend_from_slice(&block[..n]);
@@ -103,19 +114,8 @@ pub fn escape_str(out: &mut String, s: &str) {
     while let Some(k) = first_escaped(rest.as_bytes()) {
         // Every byte escaped is ASCII, so `k` and `k + 1` are character boundaries.
         out.push_str(&rest[..k]);
-        let c = rest.as_bytes()[k];
-        match ESCAPE[usize::from(c)] {
-            b'u' => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(c >> 4)]));
-                out.push(char::from(HEX[usize::from(c & 0xf)]));
-            }
-            e => {
-                out.push('\\');
-                out.push(char::from(e));
-            }
-        }
+        let (e, len) = escape_of(rest.as_bytes()[k]);
+        out.extend(e[..len].iter().map(|&b| char::from(b)));
         rest = &rest[k + 1..];
     }
     out.push_str(rest);
