@@ -367,21 +367,53 @@ fn allowed_body(uid: &str, patch: Option<&json_patch::Patch>) -> Vec<u8> {
     out
 }
 
-/// Appends `bytes` base64-encoded (standard alphabet, padded), encoded in place.
-fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
-    use base64::Engine as _;
-    let engine = &base64::engine::general_purpose::STANDARD;
-    let start = out.len();
-    if let Some(n) = base64::encoded_len(bytes.len(), true) {
-        out.resize(start + n, 0);
-        if let Ok(written) = engine.encode_slice(bytes, &mut out[start..]) {
-            out.truncate(start + written);
-            return;
-        }
-        out.truncate(start);
+/// The base64 alphabet (standard, RFC 4648 §4).
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// The two base64 characters of each 12-bit value, as the bytes of a little-endian `u16`: three
+/// input bytes make two lookups.
+static BASE64_PAIRS: [u16; 4096] = {
+    let mut t = [0u16; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        t[i] = u16::from_le_bytes([BASE64[i >> 6], BASE64[i & 63]]);
+        i += 1;
     }
-    // Not reached (the length is exact); encoded the long way rather than sent short.
-    out.extend_from_slice(engine.encode(bytes).as_bytes());
+    t
+};
+
+/// Appends `bytes` base64-encoded (standard alphabet, padded), as the `base64` crate's
+/// `STANDARD` engine writes them (tested). The patch is most of what an answer weighs: here six
+/// bytes are read as one word and written as eight characters through four lookups in a table
+/// of character pairs, which takes about a third of the instructions of the crate's engine
+/// (README, "callgrind instruction counts").
+fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len();
+    out.resize(start + bytes.len().div_ceil(3) * 4, 0);
+    let dst = &mut out[start..];
+    // Six bytes at a time, each read through an eight-byte window (so while eight remain).
+    let wide = bytes.len().checked_sub(8).map_or(0, |n| n / 6 + 1);
+    let (octets, _) = dst[..wide * 8].as_chunks_mut::<8>();
+    for (k, o) in octets.iter_mut().enumerate() {
+        let window: [u8; 8] = bytes[k * 6..][..8].try_into().unwrap_or_default();
+        let w = u64::from_be_bytes(window);
+        let pair = |shift: u32| u64::from(BASE64_PAIRS[(w >> shift) as usize & 0xfff]);
+        *o = (pair(52) | pair(40) << 16 | pair(28) << 32 | pair(16) << 48).to_le_bytes();
+    }
+    // The rest three bytes at a time, then the last one or two with `=` padding.
+    let (quads, _) = dst[wide * 8..].as_chunks_mut::<4>();
+    let (groups, rest) = bytes[wide * 6..].as_chunks::<3>();
+    for (&[x, y, z], q) in groups.iter().zip(quads.iter_mut()) {
+        let v = usize::from(x) << 16 | usize::from(y) << 8 | usize::from(z);
+        let pair = |i: usize| u32::from(BASE64_PAIRS[i]);
+        *q = (pair(v >> 12) | pair(v & 0xfff) << 16).to_le_bytes();
+    }
+    if let (Some(&x), Some(q)) = (rest.first(), quads.last_mut()) {
+        let v = usize::from(x) << 16 | usize::from(rest.get(1).copied().unwrap_or(0)) << 8;
+        let [a, b] = BASE64_PAIRS[v >> 12].to_le_bytes();
+        let [c, _] = BASE64_PAIRS[v & 0xfff].to_le_bytes();
+        *q = [a, b, if rest.len() == 2 { c } else { b'=' }, b'='];
+    }
 }
 
 /// A JSON Patch as serde writes it (`{"op":…,"path":…,"value":…}`), with each operation
@@ -526,6 +558,28 @@ mod tests {
                 String::from_utf8(by_hand).unwrap(),
                 String::from_utf8(by_serde).unwrap()
             );
+        }
+    }
+
+    /// Every length up to 3 × 64 + 2 (each padding), every byte value: what the `base64`
+    /// crate writes, appended after what the buffer held.
+    #[test]
+    fn base64_is_what_the_base64_crate_writes() {
+        use base64::Engine as _;
+        let bytes: Vec<u8> = (0..=255u8).chain((0..=255u8).rev().step_by(3)).collect();
+        for len in 0..=194 {
+            for from in [0, 61] {
+                let input = &bytes[from..from + len];
+                let mut out = b"prefix".to_vec();
+                base64_into(&mut out, input);
+                let want = base64::engine::general_purpose::STANDARD.encode(input);
+                assert_eq!(&out[..6], b"prefix");
+                assert_eq!(
+                    std::str::from_utf8(&out[6..]).unwrap(),
+                    want,
+                    "{len} from {from}"
+                );
+            }
         }
     }
 
