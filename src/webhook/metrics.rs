@@ -1,11 +1,15 @@
 //! Webhook metrics, in the Prometheus text format (prometheus-client).
 
+use crate::admission::Phase;
+use crate::dialect::Kind;
+use crate::policy::Operation;
 use crate::runtime::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicU64;
 
 /// Labels of one review.
@@ -74,6 +78,63 @@ pub struct Metrics {
     pub duplicates: Gauge<u64, AtomicU64>,
     /// Claims of MACs inside `--mac-range`, as a percentage of its usable addresses.
     pub range_used: Gauge<f64, AtomicU64>,
+    /// The series [`Metrics::answered`] counts in, by index (see [`Answered`]).
+    answered: Answered,
+}
+
+/// What an answer is counted as in `reviews` (its `verdict` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `allowed`.
+    Allowed,
+    /// `denied`.
+    Denied,
+    /// `error`: no answer could be written.
+    Error,
+}
+
+impl Verdict {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+/// The label sets of answered reviews: endpoint × kind (the kinds hotnic reads, else `other`) ×
+/// operation × verdict.
+const ANSWERED: usize = 2 * (Kind::ALL.len() + 1) * 4 * 3;
+
+/// The series of answered reviews, each taken from its family once: a family hashes the labels
+/// (SipHash) and takes a lock on every lookup, where a review here indexes an array. The label
+/// sets are bounded ([`ANSWERED`]); a series is made (and exported) when first counted, as the
+/// family would make it.
+#[derive(Debug)]
+struct Answered {
+    /// `reviews`, by [`Answered::index`].
+    reviews: [OnceLock<Counter>; ANSWERED],
+    /// `review_duration_seconds`, by endpoint (made up front: two series).
+    latency: [Histogram; 2],
+}
+
+impl Answered {
+    fn index(phase: Phase, kind: Option<Kind>, operation: Operation, verdict: Verdict) -> usize {
+        let phase = match phase {
+            Phase::Mutate => 0,
+            Phase::Validate => 1,
+        };
+        let kind = kind.map_or(0, |k| 1 + k as usize);
+        let operation = match operation {
+            Operation::Create => 0,
+            Operation::Update => 1,
+            Operation::Delete => 2,
+            Operation::Connect => 3,
+        };
+        ((phase * (Kind::ALL.len() + 1) + kind) * 4 + operation) * 3 + verdict as usize
+    }
 }
 
 impl Metrics {
@@ -152,7 +213,15 @@ impl Metrics {
             "Claims of MACs inside --mac-range, percent of its usable addresses",
             range_used.clone(),
         );
+        let answered = Answered {
+            reviews: std::array::from_fn(|_| OnceLock::new()),
+            latency: [Phase::Mutate, Phase::Validate].map(|p| {
+                let endpoint = p.as_str();
+                latency.get_or_create(&EndpointLabels { endpoint }).clone()
+            }),
+        };
         Metrics {
+            answered,
             registry,
             reviews,
             latency,
@@ -178,6 +247,35 @@ impl Metrics {
             .set(a.held_in_range() as f64 * 100.0 / usable);
     }
 
+    /// Counts an answered review in `reviews` and observes its latency, as
+    /// `reviews.get_or_create(…).inc()` and `latency.get_or_create(…).observe(…)` do, without
+    /// looking the series up in the families (see [`Answered`]).
+    pub fn answered(
+        &self,
+        phase: Phase,
+        kind: Option<Kind>,
+        operation: Operation,
+        verdict: Verdict,
+        seconds: f64,
+    ) {
+        let counter = self.answered.reviews[Answered::index(phase, kind, operation, verdict)]
+            .get_or_init(|| {
+                let labels = ReviewLabels {
+                    endpoint: phase.as_str(),
+                    kind: kind.map_or("other", |k| k.as_str()),
+                    operation: operation.as_str(),
+                    verdict: verdict.as_str(),
+                };
+                self.reviews.get_or_create(&labels).clone()
+            });
+        counter.inc();
+        let endpoint = match phase {
+            Phase::Mutate => 0,
+            Phase::Validate => 1,
+        };
+        self.answered.latency[endpoint].observe(seconds);
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         self.registry.encode()
@@ -187,5 +285,78 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPERATIONS: [Operation; 4] = [
+        Operation::Create,
+        Operation::Update,
+        Operation::Delete,
+        Operation::Connect,
+    ];
+    const VERDICTS: [Verdict; 3] = [Verdict::Allowed, Verdict::Denied, Verdict::Error];
+
+    /// Every label set of an answered review.
+    fn every() -> Vec<(Phase, Option<Kind>, Operation, Verdict)> {
+        let kinds = std::iter::once(None).chain(Kind::ALL.map(Some));
+        let mut out = Vec::new();
+        for phase in [Phase::Mutate, Phase::Validate] {
+            for kind in kinds.clone() {
+                for operation in OPERATIONS {
+                    for verdict in VERDICTS {
+                        out.push((phase, kind, operation, verdict));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn each_label_set_has_a_series_of_its_own() {
+        let mut seen = [false; ANSWERED];
+        for (p, k, o, v) in every() {
+            let i = Answered::index(p, k, o, v);
+            assert!(!seen[i], "{p:?} {k:?} {o:?} {v:?} shares series {i}");
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "every series is used");
+    }
+
+    /// `answered` counts in the family's series of its labels, as a lookup in the family does,
+    /// and observes the endpoint's latency.
+    #[test]
+    fn answered_counts_in_the_series_of_its_labels() {
+        let m = Metrics::new();
+        for (n, (p, k, o, v)) in every().into_iter().enumerate() {
+            for _ in 0..=n % 3 {
+                m.answered(p, k, o, v, 0.001);
+            }
+        }
+        for (n, (p, k, o, v)) in every().into_iter().enumerate() {
+            let labels = ReviewLabels {
+                endpoint: p.as_str(),
+                kind: k.map_or("other", |k| k.as_str()),
+                operation: o.as_str(),
+                verdict: v.as_str(),
+            };
+            assert_eq!(m.reviews.get_or_create(&labels).get(), (n % 3 + 1) as u64);
+        }
+        let text = m.encode();
+        for phase in [Phase::Mutate, Phase::Validate] {
+            let observed: usize = (every().into_iter().enumerate())
+                .filter(|(_, (p, ..))| *p == phase)
+                .map(|(n, _)| n % 3 + 1)
+                .sum();
+            let endpoint = phase.as_str();
+            let line = format!(
+                "hotnic_webhook_review_duration_seconds_count{{endpoint=\"{endpoint}\"}} {observed}"
+            );
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! The admission routes: a thin layer over the pure policy (`POST /mutate`, `POST /validate`).
 
-use super::metrics::{EndpointLabels, Metrics, ReviewLabels, RuleLabels};
+use super::metrics::{Metrics, ReviewLabels, RuleLabels, Verdict};
 use crate::admission::{Phase, ReviewView, response_body};
 use crate::dialect;
 use crate::policy::{Outcome, Policy};
@@ -161,12 +161,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// The `kind` metric label: the kinds hotnic reads ([`dialect::Kind`]), else `other`, so that a
-/// client cannot grow the label set without bound.
-fn kind_label(group: &str, kind: &str) -> &'static str {
-    dialect::Kind::of(group, kind).map_or("other", |k| k.as_str())
-}
-
 async fn handle(s: &AppState, phase: Phase, body: Result<Bytes, BytesRejection>) -> Response {
     let metrics = &s.metrics;
     let endpoint = phase.as_str();
@@ -226,24 +220,20 @@ async fn answer(s: &AppState, phase: Phase, review: &ReviewView<'_>, start: Inst
     };
     let answer = response_body(&review.uid, phase, &outcome);
     let verdict = match (&answer, outcome.is_allowed()) {
-        (Err(_), _) => "error",
-        (Ok(_), true) => "allowed",
-        (Ok(_), false) => "denied",
+        (Err(_), _) => Verdict::Error,
+        (Ok(_), true) => Verdict::Allowed,
+        (Ok(_), false) => Verdict::Denied,
     };
     let elapsed = start.elapsed();
-    metrics
-        .reviews
-        .get_or_create(&ReviewLabels {
-            endpoint,
-            kind: kind_label(&review.group, &review.kind),
-            operation: review.operation.as_str(),
-            verdict,
-        })
-        .inc();
-    metrics
-        .latency
-        .get_or_create(&EndpointLabels { endpoint })
-        .observe(elapsed.as_secs_f64());
+    let kind = dialect::Kind::of(&review.group, &review.kind);
+    metrics.answered(
+        phase,
+        kind,
+        review.operation,
+        verdict,
+        elapsed.as_secs_f64(),
+    );
+    let verdict = verdict.as_str();
     let span = tracing::info_span!(
         "review",
         // As `&str`, not `%`: recorded as strings, without a pass through `fmt`.
