@@ -351,8 +351,10 @@ fn answer<'a>(
 /// An allowed answer, with the patch when there is one: what serde writes for [`Answer`],
 /// without the detour.
 fn allowed_body(uid: &str, patch: Option<&json_patch::Patch>) -> Vec<u8> {
-    let patch = patch.filter(|p| !p.0.is_empty());
-    let mut out = Vec::with_capacity(160 + uid.len() + patch.map_or(0, |p| p.0.len() * 200));
+    let patch = patch.filter(|p| !p.0.is_empty()).map(patch_json);
+    // Sized once: the envelope, the uid (escapes are rare) and the patch's base64.
+    let b64 = patch.as_ref().map_or(0, |p| p.len().div_ceil(3) * 4);
+    let mut out = Vec::with_capacity(160 + uid.len() + b64);
     out.extend_from_slice(b"{\"apiVersion\":\"");
     out.extend_from_slice(API_VERSION.as_bytes());
     out.extend_from_slice(b"\",\"kind\":\"AdmissionReview\",\"response\":{\"uid\":");
@@ -360,7 +362,7 @@ fn allowed_body(uid: &str, patch: Option<&json_patch::Patch>) -> Vec<u8> {
     out.extend_from_slice(b",\"allowed\":true");
     if let Some(patch) = patch {
         out.extend_from_slice(b",\"patchType\":\"JSONPatch\",\"patch\":\"");
-        base64_into(&mut out, &patch_json(patch));
+        base64_into(&mut out, &patch);
         out.push(b'"');
     }
     out.extend_from_slice(b"}}");

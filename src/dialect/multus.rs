@@ -429,6 +429,10 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         path: annotations::path(annotations::DEFAULT_NETWORK),
         value: v.clone(),
     });
+    // Read first, so that the NIC list is sized once, the primary included.
+    let elements = annotations::get(obj, NETWORKS).map(read_elements);
+    w.nics
+        .reserve_exact(1 + elements.as_ref().map_or(0, |(items, _)| items.len()));
     w.nics.push(Nic {
         name: Some("eth0".into()),
         path: FieldPath::new("the cluster default network (eth0)"),
@@ -445,12 +449,10 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         implicit: true,
         index: 0,
     });
-    let Some(raw) = annotations::get(obj, NETWORKS) else {
+    let Some((items, problems)) = elements else {
         return w;
     };
-    let (items, problems) = read_elements(raw);
     w.findings.extend(problems);
-    w.nics.reserve_exact(items.len());
     for (i, el) in items.into_iter().enumerate() {
         let Some(el) = el else { continue };
         let path = FieldPath::element(annotations::NETWORKS_PATH, i);

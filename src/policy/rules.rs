@@ -201,7 +201,9 @@ fn suggest_name(w: &Workload) -> String {
 
 /// Rule 1: every NIC named, validly for its dialect, uniquely.
 fn names(w: &Workload, causes: &mut Vec<Cause>) {
-    let mut seen: FastMap<&str, &Nic> = FastMap::default();
+    // Sized once: growing a map rehashes it.
+    let mut seen: FastMap<&str, &Nic> =
+        FastMap::with_capacity_and_hasher(w.nics.len(), Default::default());
     for nic in &w.nics {
         let Some(name) = nic.name.as_deref() else {
             causes.push(Cause::new(
@@ -271,7 +273,8 @@ pub(super) fn new_macs(s: &Subject) -> Vec<(usize, Mac)> {
         .filter(|(_, n)| !n.implicit)
         .filter_map(|(i, n)| Some((i, n.parsed_mac()?)))
         .collect();
-    let mut count: FastMap<Mac, usize> = FastMap::default();
+    let mut count: FastMap<Mac, usize> =
+        FastMap::with_capacity_and_hasher(given.len(), Default::default());
     for &(_, m) in &given {
         *count.entry(m).or_default() += 1;
     }
@@ -286,7 +289,8 @@ fn macs(s: &Subject, held: &HashMap<usize, Owner>, causes: &mut Vec<Cause>) {
         && w.nics
             .iter()
             .any(|n| n.method.as_deref() == Some("masquerade"));
-    let mut seen: FastMap<Mac, &Nic> = FastMap::default();
+    let mut seen: FastMap<Mac, &Nic> =
+        FastMap::with_capacity_and_hasher(w.nics.len(), Default::default());
     let leave_out = "or leave it out and hotnic assigns one";
     for (i, nic) in w.nics.iter().enumerate().filter(|(_, n)| !n.implicit) {
         let Some(raw) = &nic.mac else { continue };

@@ -109,7 +109,8 @@ impl fmt::Write for Escaping<'_> {
 impl<'w> FormatFields<'w> for JsonSpanFields {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         // Written whole in one go: `{` and the members, whose first `,` is then taken out.
-        let mut members = String::with_capacity(256);
+        // Room for a review span's fields (about 300 bytes) without growing.
+        let mut members = String::with_capacity(512);
         members.push('{');
         fields.record(&mut Fields(&mut members));
         if members.len() > 1 {
@@ -218,7 +219,8 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        let mut line = String::with_capacity(320);
+        // Room for a review's line (about 450 bytes) without growing.
+        let mut line = String::with_capacity(768);
         line.push_str("{\"timestamp\":\"");
         timestamp(&mut line)?;
         line.push_str("\",\"level\":\"");
