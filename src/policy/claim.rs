@@ -83,9 +83,9 @@ pub(super) fn propose(
         };
         macs.push((i, mac));
     }
-    let mut preview = plan.clone();
-    preview.assigned.extend_from_slice(&macs);
-    let outcome = super::mutate::finish(p, req, s, preview);
+    // The plan's MACs and the proposed ones (the plan itself is kept for claiming).
+    let assigned = [plan.assigned.as_slice(), &macs].concat();
+    let outcome = super::mutate::finish(p, req, s, assigned, plan.token.clone());
     if outcome.patch().is_none() {
         return Ok(None);
     }

@@ -335,7 +335,7 @@ impl Policy {
         // Every proposed MAC claimed: the answer judged is the answer.
         let outcome = match proposal {
             Some(p) if stats.conflicts == 0 => p.into_outcome(),
-            _ => mutate::finish(self, req, &subject, plan),
+            _ => mutate::finish(self, req, &subject, plan.assigned, plan.token),
         };
         (outcome, stats)
     }

@@ -89,12 +89,19 @@ pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result
     Ok(plan)
 }
 
-/// Writes the plan (its MACs now claimed) as a patch, with the capacity default.
-pub(super) fn finish(p: &Policy, req: &Request<'_>, s: &Subject, mut plan: Plan) -> Outcome {
+/// Writes a plan's MACs (`assigned`, its MACs now claimed, by NIC index) and claim `token` as a
+/// patch, with the capacity default.
+pub(super) fn finish(
+    p: &Policy,
+    req: &Request<'_>,
+    s: &Subject,
+    mut assigned: Vec<(usize, Mac)>,
+    token: Option<String>,
+) -> Outcome {
     let mut patch = PatchBuilder::new(req.object);
-    plan.assigned.sort_by_key(|(i, _)| *i);
-    dialect::write_macs(req.object, &s.new, &plan.assigned, &mut patch);
-    if let Some(token) = plan.token {
+    assigned.sort_by_key(|(i, _)| *i);
+    dialect::write_macs(req.object, &s.new, &assigned, &mut patch);
+    if let Some(token) = token {
         patch.set_annotation(CLAIM_TOKEN, token);
     }
     default_capacity(p, req, s, &mut patch);
