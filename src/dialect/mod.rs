@@ -165,7 +165,7 @@ pub fn write_macs(obj: &Value, w: &Workload, macs: &[(usize, Mac)], patch: &mut 
         Dialect::Arktos => arktos::write_macs(obj, w, macs, patch),
         Dialect::Multus => {
             let by_element: Vec<_> = macs.iter().map(|(i, m)| (w.nics[*i].index, *m)).collect();
-            multus::write_macs(obj, &by_element, patch)
+            multus::write_macs(obj, w.text_sites.as_ref(), &by_element, patch)
         }
         Dialect::VirtualMachine | Dialect::VirtualMachineInstance => {
             let by_iface: Vec<_> = macs.iter().map(|(i, m)| (w.nics[*i].index, *m)).collect();

@@ -3,8 +3,8 @@
 use super::annotations::{self, NETWORKS, PatchBuilder};
 use crate::json_text::first_escaped;
 use crate::model::{
-    BindingField, Dialect, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic, ShortForm,
-    Syntax, Workload,
+    BindingField, Dialect, ElementEnd, Fact, Field, FieldPath, Finding, Mac, NetworkRef, Nic,
+    ShortForm, Syntax, TextSites, Workload,
 };
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -285,10 +285,31 @@ impl<'de> serde::Deserialize<'de> for MaybeElement<'de> {
 /// problems [`parse_elements`] finds. The plain form is read by [`plain_elements`], other JSON
 /// is decoded straight into [`Element`]s; the short form, and any JSON these cannot take, go
 /// through [`parse_elements`].
+#[cfg(test)]
 fn read_elements(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>) {
-    let text = raw.as_str().map(str::trim);
-    if let Some(items) = text.and_then(plain_elements) {
-        return (items, Vec::new());
+    let (items, problems, _) = read_sited(raw);
+    (items, problems)
+}
+
+/// [`read_elements`], with where the elements end in the annotation's text when it is in the
+/// plain form (what [`write_macs`] splices at).
+fn read_sited(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>, Option<TextSites>) {
+    let whole = raw.as_str();
+    let text = whole.map(str::trim);
+    if let (Some(whole), Some(text)) = (whole, text)
+        && let Some((items, mut ends)) = plain_elements(text)
+    {
+        // Offsets in the trimmed text, made offsets in the whole.
+        let skipped = text.as_ptr() as usize - whole.as_ptr() as usize;
+        for end in &mut ends {
+            end.close += skipped;
+        }
+        let sites = TextSites {
+            at: whole.as_ptr() as usize,
+            len: whole.len(),
+            ends,
+        };
+        return (items, Vec::new(), Some(sites));
     }
     if let Some(text) = text
         && text.starts_with('[')
@@ -303,16 +324,17 @@ fn read_elements(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>) {
                 Finding::new(path, Syntax::NotAnObject)
             })
             .collect();
-        return (items.into_iter().map(|e| e.0).collect(), problems);
+        return (items.into_iter().map(|e| e.0).collect(), problems, None);
     }
-    slow_elements(raw)
+    let (items, problems) = slow_elements(raw);
+    (items, problems, None)
 }
 
 /// The annotation in its plain form, read without serde: a JSON list of objects whose members
 /// are all strings without escapes or control characters, the form Multus users and tools
 /// write. `None` for anything else, which serde reads; what this takes, serde reads the same
-/// (tested).
-fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
+/// (tested). With the elements, how each ends in `text` ([`ElementEnd`]).
+fn plain_elements(text: &str) -> Option<(Vec<Option<Element<'_>>>, Vec<ElementEnd>)> {
     let b = text.as_bytes();
     let mut i = 0;
     // JSON's whitespace (not `is_ascii_whitespace`, which takes form feeds too).
@@ -321,11 +343,15 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
             *i += 1;
         }
     };
-    // A string with neither escape nor control character: its text, `i` past it.
-    let string = |i: &mut usize| -> Option<&str> {
+    // Whether the quote at `q` is followed by `: ` (an element's `"key": value` style).
+    let spaced = |q: usize| b.get(q + 1..q + 3) == Some(b": ");
+    // A string with neither escape nor control character: its text, `i` past it; `style` set
+    // when one of its quotes is followed by `: `.
+    let string = |i: &mut usize, style: &mut bool| -> Option<&str> {
         let start = i.checked_add(1).filter(|_| b.get(*i) == Some(&b'"'))?;
         let end = start + first_escaped(b.get(start..)?)?;
         (b[end] == b'"').then_some(())?;
+        *style |= spaced(start - 1) || spaced(end);
         *i = end + 1;
         // Both ends are next to an ASCII quote: character boundaries.
         text.get(start..end)
@@ -335,6 +361,7 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
     i += 1;
     ws(&mut i);
     let mut out = Vec::new();
+    let mut ends = Vec::new();
     if b.get(i) == Some(&b']') {
         i += 1;
     } else {
@@ -343,14 +370,17 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
             i += 1;
             ws(&mut i);
             let mut el = Element::default();
-            if b.get(i) != Some(&b'}') {
+            let empty = b.get(i) == Some(&b'}');
+            let (mut style, mut has_mac) = (false, false);
+            if !empty {
                 loop {
-                    let key = string(&mut i)?;
+                    let key = string(&mut i, &mut style)?;
                     ws(&mut i);
                     (b.get(i) == Some(&b':')).then_some(())?;
                     i += 1;
                     ws(&mut i);
-                    let value = string(&mut i)?;
+                    let value = string(&mut i, &mut style)?;
+                    has_mac |= key == "mac" || value == "mac";
                     let text = || Some(Member::Text(Cow::Borrowed(value)));
                     match key {
                         "name" => el.name = text(),
@@ -373,6 +403,12 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
                     }
                 }
             }
+            ends.push(ElementEnd {
+                close: i,
+                empty,
+                spaced: style,
+                has_mac,
+            });
             i += 1;
             out.push(Some(el));
             ws(&mut i);
@@ -390,7 +426,7 @@ fn plain_elements(text: &str) -> Option<Vec<Option<Element<'_>>>> {
         }
     }
     ws(&mut i);
-    (i == b.len()).then_some(out)
+    (i == b.len()).then_some((out, ends))
 }
 
 /// [`read_elements`] through [`parse_elements`].
@@ -430,9 +466,9 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         value: v.clone(),
     });
     // Read first, so that the NIC list is sized once, the primary included.
-    let elements = annotations::get(obj, NETWORKS).map(read_elements);
+    let elements = annotations::get(obj, NETWORKS).map(read_sited);
     w.nics
-        .reserve_exact(1 + elements.as_ref().map_or(0, |(items, _)| items.len()));
+        .reserve_exact(1 + elements.as_ref().map_or(0, |(items, ..)| items.len()));
     w.nics.push(Nic {
         name: Some("eth0".into()),
         path: FieldPath::new("the cluster default network (eth0)"),
@@ -449,10 +485,11 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         implicit: true,
         index: 0,
     });
-    let Some((items, problems)) = elements else {
+    let Some((items, problems, sites)) = elements else {
         return w;
     };
     w.findings.extend(problems);
+    w.text_sites = sites;
     for (i, el) in items.into_iter().enumerate() {
         let Some(el) = el else { continue };
         let path = FieldPath::element(annotations::NETWORKS_PATH, i);
@@ -537,13 +574,27 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
 /// and every other field. When every element that gets a MAC is a plain JSON object without a
 /// `mac` member, the MACs are spliced into the text as sent ([`splice_macs`], no decoding, the
 /// rest byte for byte); otherwise the annotation is decoded and written again
-/// ([`rewritten`]). Debug builds (every test) check that both give the same JSON.
-pub fn write_macs(obj: &Value, macs: &[(usize, Mac)], patch: &mut PatchBuilder) {
+/// ([`rewritten`]). Debug builds (every test) check that both give the same JSON. `sites`: where
+/// the reader found the elements to end (its workload's [`TextSites`]), so that the splice need
+/// not find them again; they are used only on the text they were found in.
+pub fn write_macs(
+    obj: &Value,
+    sites: Option<&TextSites>,
+    macs: &[(usize, Mac)],
+    patch: &mut PatchBuilder,
+) {
     let Some(raw) = annotations::get(obj, NETWORKS) else {
         return;
     };
     if let Some(text) = raw.as_str()
-        && let Some(spliced) = splice_macs(text, macs)
+        && let Some(spliced) = match sites.and_then(|s| s.of(text)) {
+            Some(ends) => {
+                let spliced = splice_at(text, ends, macs);
+                debug_assert_eq!(spliced, splice_macs(text, macs), "{text}");
+                spliced
+            }
+            None => splice_macs(text, macs),
+        }
     {
         #[cfg(debug_assertions)]
         {
@@ -611,9 +662,36 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
         cuts.push((close, empty, spaced, mac));
     }
     cuts.sort_unstable_by_key(|c| c.0);
+    Some(spliced(text, &cuts))
+}
+
+/// [`splice_macs`] at the element ends the reader found (`ends`, of `text`): the same text, or
+/// `None` where it gives none, without scanning `text` for its elements again.
+fn splice_at(text: &str, ends: &[ElementEnd], macs: &[(usize, Mac)]) -> Option<String> {
+    if macs.is_empty() {
+        return None;
+    }
+    let mut cuts = Vec::with_capacity(macs.len());
+    for (n, &(i, mac)) in macs.iter().enumerate() {
+        if macs[..n].iter().any(|&(j, _)| j == i) {
+            return None;
+        }
+        let end = ends.get(i)?;
+        if end.has_mac {
+            return None;
+        }
+        cuts.push((end.close, end.empty, end.spaced, mac));
+    }
+    cuts.sort_unstable_by_key(|c| c.0);
+    Some(spliced(text, &cuts))
+}
+
+/// `text` with `"mac":"…"` written before each closing brace of `cuts` (offset, whether the
+/// object is empty, whether it writes `"key": value`, MAC), in offset order.
+fn spliced(text: &str, cuts: &[(usize, bool, bool, Mac)]) -> String {
     let mut out = String::with_capacity(text.len() + cuts.len() * 26);
     let mut from = 0;
-    for (close, empty, spaced, mac) in cuts {
+    for &(close, empty, spaced, mac) in cuts {
         out.push_str(&text[from..close]);
         out.push_str(match (empty, spaced) {
             (true, _) => "\"mac\":\"",
@@ -625,7 +703,7 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
         from = close;
     }
     out.push_str(&text[from..]);
-    Some(out)
+    out
 }
 
 /// The top-level elements of the JSON list `text`, each as the slice of `text` it spans (what
@@ -750,6 +828,32 @@ mod tests {
         );
     }
 
+    /// The ends the plain reader records give the splice of the text as sent: a `"key": value`
+    /// style found from either quote of a string, a `mac` key or value (left to the rewrite), an
+    /// empty object, whitespace around the list.
+    #[test]
+    fn the_reader_s_element_ends_splice_as_the_scan_s() {
+        let m = |i: u64| Mac::from_u64(0x02_00_00_00_00_10 + i);
+        for (text, want) in [
+            (
+                r#" [{"name":": x"}, { }, {"name": "b"}] "#,
+                Some(
+                    r#" [{"name":": x", "mac": "02:00:00:00:00:10"}, { "mac":"02:00:00:00:00:11"}, {"name": "b", "mac": "02:00:00:00:00:12"}] "#,
+                ),
+            ),
+            (r#"[{"name":"a"},{"name":"mac"}]"#, None),
+            (r#"[{"name":"a"},{"mac":"x"}]"#, None),
+        ] {
+            let raw = json!(text);
+            let whole = raw.as_str().unwrap();
+            let (_, _, sites) = read_sited(&raw);
+            let ends = sites.as_ref().and_then(|s| s.of(whole)).expect(text);
+            let macs: Vec<_> = (0..ends.len()).map(|i| (i, m(i as u64))).collect();
+            assert_eq!(splice_at(whole, ends, &macs).as_deref(), want, "{text}");
+            assert_eq!(splice_macs(whole, &macs).as_deref(), want, "{text}");
+        }
+    }
+
     #[test]
     fn macs_are_spliced_into_the_text_as_sent_only_where_that_is_the_rewrite() {
         let m1: Mac = "02:00:00:00:00:01".parse().unwrap();
@@ -788,7 +892,7 @@ mod tests {
         ] {
             let obj = json!({"metadata": {"annotations": {NETWORKS: text}}});
             let mut patch = PatchBuilder::new(&obj);
-            write_macs(&obj, &macs, &mut patch);
+            write_macs(&obj, None, &macs, &mut patch);
             let ops = serde_json::to_value(patch.finish()).unwrap();
             let written: Value = serde_json::from_str(ops[0]["value"].as_str().unwrap()).unwrap();
             let mut expected = parse_elements(&json!(text)).items;
@@ -880,8 +984,11 @@ mod tests {
             ),
             space in "[ \t\n\r\u{c}]{0,2}",
             cut in 0usize..200,
+            kubectl_style in proptest::bool::ANY,
         ) {
-            let member = |(k, v): &(String, String)| format!("\"{k}\"{space}:{space}\"{v}\"");
+            // Also `"key": value`, as kubectl and most tools write it.
+            let colon = if kubectl_style { ": ".to_owned() } else { format!("{space}:{space}") };
+            let member = |(k, v): &(String, String)| format!("\"{k}\"{colon}\"{v}\"");
             let object = |m: &Vec<(String, String)>| {
                 let members: Vec<String> = m.iter().map(member).collect();
                 format!("{{{space}{}{space}}}", members.join(&format!("{space},{space}")))
@@ -892,11 +999,33 @@ mod tests {
             for text in [&text[..], &text[..cut]] {
                 let raw = json!(text);
                 proptest::prop_assert_eq!(read_elements(&raw), slow_elements(&raw), "{}", text);
-                if let Some(plain) = plain_elements(text) {
+                if let Some((plain, _)) = plain_elements(text) {
                     let serde: Vec<MaybeElement> = serde_json::from_str(text).unwrap();
                     let serde: Vec<_> = serde.into_iter().map(|e| e.0).collect();
                     proptest::prop_assert_eq!(plain, serde, "{}", text);
                 }
+                // Where the reader found the elements to end, the splice writes what it writes
+                // when it finds them itself: for every element, all of them, one past the end
+                // and one given twice.
+                let (_, _, sites) = read_sited(&raw);
+                let whole = raw.as_str().unwrap();
+                if let Some(ends) = sites.as_ref().and_then(|s| s.of(whole)) {
+                    let mac = |i: usize| Mac::from_u64(0x02_00_00_00_00_00 + i as u64);
+                    let n = ends.len();
+                    let mut cases: Vec<Vec<(usize, Mac)>> = (0..=n).map(|i| vec![(i, mac(i))]).collect();
+                    cases.push((0..n).rev().map(|i| (i, mac(i))).collect());
+                    cases.push(vec![(0, mac(0)), (0, mac(1))]);
+                    for macs in cases {
+                        proptest::prop_assert_eq!(
+                            splice_at(whole, ends, &macs),
+                            splice_macs(whole, &macs),
+                            "{} {:?}", text, macs
+                        );
+                    }
+                }
+                // Tied to the text: not found on an equal text elsewhere.
+                let other = whole.to_owned();
+                proptest::prop_assert!(sites.is_none_or(|s| s.of(&other).is_none()));
             }
         }
     }

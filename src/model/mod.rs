@@ -205,6 +205,48 @@ impl CapacityFields {
     }
 }
 
+/// Where each element of a NIC list kept as JSON text ends in that text, as its reader found
+/// it (the Multus annotation in its plain form): the MAC writer splices MACs in there without
+/// scanning the text again. Tied to the text it was found in by that text's address and length,
+/// so it is only ever used on that very text.
+#[derive(Debug, Clone, Default)]
+pub struct TextSites {
+    /// Address of the text.
+    pub at: usize,
+    /// Its length.
+    pub len: usize,
+    /// Each element's end, by element index.
+    pub ends: Vec<ElementEnd>,
+}
+
+impl TextSites {
+    /// The element ends, if `text` is the very text they were found in.
+    pub fn of(&self, text: &str) -> Option<&[ElementEnd]> {
+        (text.as_ptr() as usize == self.at && text.len() == self.len).then_some(&self.ends)
+    }
+}
+
+/// Always equal: where a text lay in memory is no part of what was read from it, and the ends
+/// follow from the text.
+impl PartialEq for TextSites {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+/// How an object in a JSON list ends, for writing a member into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElementEnd {
+    /// Offset of its closing brace in the text.
+    pub close: usize,
+    /// Whether it has no members.
+    pub empty: bool,
+    /// Whether it writes `"key": value` (a quote followed by `: ` in it).
+    pub spaced: bool,
+    /// Whether a string in it (a key or a value) is `mac`.
+    pub has_mac: bool,
+}
+
 /// A workload's NICs in one dialect-neutral form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
@@ -219,6 +261,9 @@ pub struct Workload {
     /// What the reader found for the rules to judge (syntax errors and facts), in reading order.
     /// Readers never judge: the policy turns findings into causes.
     pub findings: Vec<Finding>,
+    /// Where the NIC list's elements end in the text they were read from, when the dialect
+    /// keeps them in one and the reader found them (see [`TextSites`]).
+    pub text_sites: Option<TextSites>,
 }
 
 impl Workload {
@@ -230,6 +275,7 @@ impl Workload {
             capacity: CapacityFields::default(),
             primary_network: None,
             findings: Vec::new(),
+            text_sites: None,
         }
     }
 
