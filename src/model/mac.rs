@@ -171,6 +171,31 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any 17-character text over the digits, separators and their neighbours: parsed
+        /// exactly when it is six two-digit hex octets under one separator, to those octets.
+        #[test]
+        fn parses_exactly_the_hex_octets(s in proptest::prop_oneof![
+            "[0-9a-gA-G:/@`-]{17}",
+            // Mostly well-formed: a stray `g` or mixed separators now and then.
+            "[0-9a-fA-Fg]{2}([:-][0-9a-fA-Fg]{2}){5}",
+            "[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}",
+        ]) {
+            let octets: Vec<&str> = s.split(&s[2..3]).collect();
+            let want = (matches!(&s[2..3], ":" | "-")
+                && octets.len() == 6
+                && octets.iter().all(|o| o.len() == 2 && o.bytes().all(|c| c.is_ascii_hexdigit())))
+            .then(|| {
+                let mut m = [0u8; 6];
+                for (b, o) in m.iter_mut().zip(&octets) {
+                    *b = u8::from_str_radix(o, 16).unwrap();
+                }
+                Mac(m)
+            });
+            proptest::prop_assert_eq!(s.parse::<Mac>().ok(), want, "{}", s);
+        }
+    }
+
     #[test]
     fn classifies() {
         let m: Mac = "03:00:00:00:00:01".parse().unwrap();
