@@ -160,9 +160,17 @@ struct Fields<'a>(&'a mut String);
 
 impl Fields<'_> {
     fn key(&mut self, field: &Field) {
-        self.0.push(',');
-        string(self.0, field.name());
-        self.0.push(':');
+        let name = field.name();
+        // Field names are identifiers (escaped all the same if one is not): written in one go.
+        if crate::json_text::first_escaped(name.as_bytes()).is_none() {
+            self.0.push_str(",\"");
+            self.0.push_str(name);
+            self.0.push_str("\":");
+        } else {
+            self.0.push(',');
+            string(self.0, name);
+            self.0.push(':');
+        }
     }
 }
 
@@ -318,6 +326,17 @@ mod tests {
         assert_eq!(lines[1]["level"], "WARN");
         assert_eq!(lines[1]["error"], "\"x\"");
         assert!(lines[1].get("span").is_none());
+    }
+
+    /// A field name is written as it is, or escaped when it has to be (a string-literal name).
+    #[test]
+    fn field_names_are_escaped_when_they_need_it() {
+        let text = logged(|| {
+            tracing::info!(plain = 1, "quo\"te\\back" = 2, "review answered");
+        });
+        let line: Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(line["plain"], 1, "{text}");
+        assert_eq!(line["quo\"te\\back"], 2, "{text}");
     }
 
     #[test]
