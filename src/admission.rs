@@ -387,8 +387,8 @@ static BASE64_PAIRS: [u16; 4096] = {
 /// Appends `bytes` base64-encoded (standard alphabet, padded), as the `base64` crate's
 /// `STANDARD` engine writes them (tested). The patch is most of what an answer weighs: here six
 /// bytes are read as one word and written as eight characters through four lookups in a table
-/// of character pairs, which takes about a third of the instructions of the crate's engine
-/// (README, "callgrind instruction counts").
+/// of character pairs, ~1.2k instructions fewer than the crate's engine on the 4-NIC create's
+/// patch (README, "callgrind instruction counts").
 fn base64_into(out: &mut Vec<u8>, bytes: &[u8]) {
     let start = out.len();
     out.resize(start + bytes.len().div_ceil(3) * 4, 0);

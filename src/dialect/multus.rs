@@ -304,12 +304,7 @@ fn read_sited(raw: &Value) -> (Vec<Option<Element<'_>>>, Vec<Finding>, Option<Te
         for end in &mut ends {
             end.close += skipped;
         }
-        let sites = TextSites {
-            at: whole.as_ptr() as usize,
-            len: whole.len(),
-            ends,
-        };
-        return (items, Vec::new(), Some(sites));
+        return (items, Vec::new(), Some(TextSites::new(whole, ends)));
     }
     if let Some(text) = text
         && text.starts_with('[')

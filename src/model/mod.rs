@@ -207,22 +207,43 @@ impl CapacityFields {
 
 /// Where each element of a NIC list kept as JSON text ends in that text, as its reader found
 /// it (the Multus annotation in its plain form): the MAC writer splices MACs in there without
-/// scanning the text again. Tied to the text it was found in by that text's address and length,
-/// so it is only ever used on that very text.
-#[derive(Debug, Clone, Default)]
+/// scanning the text again. Tied to the text it was found in by that text's address, length
+/// and hash, so it is only ever used on that very text (not on an equal text elsewhere, nor on
+/// another text that came to lie where it was).
+#[derive(Debug, Clone)]
 pub struct TextSites {
     /// Address of the text.
-    pub at: usize,
+    at: usize,
     /// Its length.
-    pub len: usize,
+    len: usize,
+    /// Its hash.
+    hash: u64,
     /// Each element's end, by element index.
-    pub ends: Vec<ElementEnd>,
+    ends: Vec<ElementEnd>,
 }
 
 impl TextSites {
+    /// The element ends `ends` found in `text`.
+    pub fn new(text: &str, ends: Vec<ElementEnd>) -> Self {
+        TextSites {
+            at: text.as_ptr() as usize,
+            len: text.len(),
+            hash: Self::hash(text),
+            ends,
+        }
+    }
+
     /// The element ends, if `text` is the very text they were found in.
     pub fn of(&self, text: &str) -> Option<&[ElementEnd]> {
-        (text.as_ptr() as usize == self.at && text.len() == self.len).then_some(&self.ends)
+        let same = text.as_ptr() as usize == self.at
+            && text.len() == self.len
+            && Self::hash(text) == self.hash;
+        same.then_some(&self.ends)
+    }
+
+    fn hash(text: &str) -> u64 {
+        use std::hash::BuildHasher as _;
+        foldhash::fast::FixedState::default().hash_one(text)
     }
 }
 
@@ -313,6 +334,25 @@ pub fn key_path(base: &str, key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Text sites answer only for the text they were found in: not for an equal text elsewhere,
+    /// nor for that text once changed in place.
+    #[test]
+    fn text_sites_are_tied_to_their_text() {
+        let end = ElementEnd {
+            close: 7,
+            empty: false,
+            spaced: false,
+            has_mac: false,
+        };
+        let mut text = String::from(r#"[{"a":"b"}]"#);
+        let sites = TextSites::new(&text, vec![end]);
+        assert_eq!(sites.of(&text), Some(&[end][..]));
+        assert_eq!(sites.of(&text.clone()), None);
+        assert_eq!(sites.of(&text[1..]), None);
+        text.make_ascii_uppercase();
+        assert_eq!(sites.of(&text), None);
+    }
 
     #[test]
     fn key_paths_render_the_key_in_brackets() {
