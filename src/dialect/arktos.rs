@@ -83,6 +83,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         w.nics.push(Nic {
             primary: i == 0 || name.as_deref() == Some("eth0"),
             name_path: path.member("name"),
+            mac_parsed: Nic::parse_mac(mac.as_deref()),
             mac,
             mac_path,
             binding: vec![BindingField {

@@ -183,6 +183,7 @@ pub fn read(d: Dialect, obj: &Value, namespace: &str) -> Workload {
         }
         w.nics.push(Nic {
             name_path: path.member("name"),
+            mac_parsed: Nic::parse_mac(mac.as_deref()),
             mac,
             mac_path: path.member("macAddress"),
             binding,

@@ -469,6 +469,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         path: FieldPath::new("the cluster default network (eth0)"),
         name_path: FieldPath::new(annotations::DEFAULT_NETWORK_PATH),
         mac: None,
+        mac_parsed: None,
         mac_path: FieldPath::default(),
         binding: Vec::new(),
         method: None,
@@ -548,6 +549,7 @@ pub fn read(obj: &Value, namespace: &str) -> Workload {
         w.nics.push(Nic {
             name: ifname.map(Cow::into_owned),
             name_path: field("interface"),
+            mac_parsed: Nic::parse_mac(mac.as_deref()),
             mac: mac.map(Cow::into_owned),
             mac_path: field("mac"),
             binding,

@@ -128,6 +128,9 @@ pub struct Nic {
     pub name_path: FieldPath,
     /// The MAC as written (not yet validated); `None` when missing or empty.
     pub mac: Option<String>,
+    /// `mac` parsed, when it is a valid MAC: read once by the reader, as each rule asks for it
+    /// ([`Nic::parsed_mac`]); whoever sets `mac` sets this too ([`Nic::parse_mac`]).
+    pub mac_parsed: Option<Mac>,
     /// Field path of its MAC (empty for a NIC written nowhere).
     pub mac_path: FieldPath,
     /// What it is plugged into; immutable once the NIC exists.
@@ -153,7 +156,17 @@ pub struct Nic {
 impl Nic {
     /// The MAC parsed, when it is present and valid.
     pub fn parsed_mac(&self) -> Option<Mac> {
-        self.mac.as_deref().and_then(|m| m.parse().ok())
+        debug_assert_eq!(
+            self.mac_parsed,
+            Self::parse_mac(self.mac.as_deref()),
+            "mac_parsed out of step with mac"
+        );
+        self.mac_parsed
+    }
+
+    /// What [`Nic::mac_parsed`] holds for a MAC as written.
+    pub fn parse_mac(mac: Option<&str>) -> Option<Mac> {
+        mac.and_then(|m| m.parse().ok())
     }
 
     /// Binding attribute by key.

@@ -129,7 +129,8 @@ fn judge_mutated(
     for &(i, mac) in plan.assigned.iter().chain(macs) {
         if let Some(nic) = s.new.nics.get_mut(i) {
             let before = nic.mac.replace(mac.text().as_str().to_string());
-            saved.push((i, before));
+            let parsed_before = nic.mac_parsed.replace(mac);
+            saved.push((i, before, parsed_before));
         }
     }
     let saved_capacity = match capacity {
@@ -138,8 +139,9 @@ fn judge_mutated(
     };
     let causes = rules::check(req, s, &HashMap::new());
     // Put back in reverse, so a NIC listed twice ends with its first value.
-    for (i, before) in saved.into_iter().rev() {
+    for (i, before, parsed_before) in saved.into_iter().rev() {
         s.new.nics[i].mac = before;
+        s.new.nics[i].mac_parsed = parsed_before;
     }
     if let Some(before) = saved_capacity {
         s.new.capacity.annotation = before;

@@ -57,7 +57,7 @@ pub(super) fn prepare(_p: &Policy, req: &Request<'_>, s: &mut Subject) -> Result
             continue;
         }
         if let Some(raw) = &nic.mac {
-            if let Ok(m) = raw.parse::<Mac>()
+            if let Some(m) = nic.parsed_mac()
                 && m.text().as_str() != raw
             {
                 plan.assigned.push((i, m));

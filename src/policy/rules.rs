@@ -294,7 +294,8 @@ fn macs(s: &Subject, held: &HashMap<usize, Owner>, causes: &mut Vec<Cause>) {
     let leave_out = "or leave it out and hotnic assigns one";
     for (i, nic) in w.nics.iter().enumerate().filter(|(_, n)| !n.implicit) {
         let Some(raw) = &nic.mac else { continue };
-        let mac = match raw.parse::<Mac>() {
+        // Parsed by the reader; parsed again only to say what is wrong with it.
+        let mac = match nic.parsed_mac().ok_or(()).or_else(|()| raw.parse::<Mac>()) {
             Ok(m) => m,
             Err(e) => {
                 causes.push(Cause::new(
