@@ -640,31 +640,36 @@ fn splice_macs(text: &str, macs: &[(usize, Mac)]) -> Option<String> {
     // `None` for the short form too (not a list).
     let items = elements_of(text)?;
     let base = text.as_ptr() as usize;
-    // (offset of the element's closing brace, whether the object is empty, MAC), by offset.
-    let mut cuts = Vec::with_capacity(macs.len());
-    for (n, &(i, mac)) in macs.iter().enumerate() {
-        if macs[..n].iter().any(|&(j, _)| j == i) {
-            return None;
-        }
+    splice_where(text, macs, |i| {
         let el = *items.get(i)?;
-        if !el.starts_with('{') || !el.ends_with('}') || el.contains('\\') || el.contains("\"mac\"")
-        {
+        if !el.starts_with('{') || !el.ends_with('}') || el.contains('\\') {
             return None;
         }
-        // The element is a slice of `text`: its offset is the distance.
-        let close = el.as_ptr() as usize - base + el.len() - 1;
-        let empty = el[1..el.len() - 1].trim().is_empty();
-        // In the element's own style: `"key": value` or compact.
-        let spaced = el.contains("\": ");
-        cuts.push((close, empty, spaced, mac));
-    }
-    cuts.sort_unstable_by_key(|c| c.0);
-    Some(spliced(text, &cuts))
+        Some(ElementEnd {
+            // The element is a slice of `text`: its offset is the distance.
+            close: el.as_ptr() as usize - base + el.len() - 1,
+            empty: el[1..el.len() - 1].trim().is_empty(),
+            // In the element's own style: `"key": value` or compact.
+            spaced: el.contains("\": "),
+            has_mac: el.contains("\"mac\""),
+        })
+    })
 }
 
 /// [`splice_macs`] at the element ends the reader found (`ends`, of `text`): the same text, or
 /// `None` where it gives none, without scanning `text` for its elements again.
 fn splice_at(text: &str, ends: &[ElementEnd], macs: &[(usize, Mac)]) -> Option<String> {
+    splice_where(text, macs, |i| ends.get(i).copied())
+}
+
+/// The splice of `macs` (element index, MAC) into `text`, each element's end given by `end_of`
+/// (`None`: not an object the splice can write into). `None` when that is not exactly the
+/// rewrite: no MACs, an index given twice, an element without an end or with a `mac` already.
+fn splice_where(
+    text: &str,
+    macs: &[(usize, Mac)],
+    end_of: impl Fn(usize) -> Option<ElementEnd>,
+) -> Option<String> {
     if macs.is_empty() {
         return None;
     }
@@ -673,31 +678,28 @@ fn splice_at(text: &str, ends: &[ElementEnd], macs: &[(usize, Mac)]) -> Option<S
         if macs[..n].iter().any(|&(j, _)| j == i) {
             return None;
         }
-        let end = ends.get(i)?;
-        if end.has_mac {
-            return None;
-        }
-        cuts.push((end.close, end.empty, end.spaced, mac));
+        let end = end_of(i).filter(|e| !e.has_mac)?;
+        cuts.push((end, mac));
     }
-    cuts.sort_unstable_by_key(|c| c.0);
+    cuts.sort_unstable_by_key(|(end, _)| end.close);
     Some(spliced(text, &cuts))
 }
 
-/// `text` with `"mac":"…"` written before each closing brace of `cuts` (offset, whether the
-/// object is empty, whether it writes `"key": value`, MAC), in offset order.
-fn spliced(text: &str, cuts: &[(usize, bool, bool, Mac)]) -> String {
+/// `text` with `"mac":"…"` written before the closing brace of each element of `cuts` (in offset
+/// order), in the element's own style.
+fn spliced(text: &str, cuts: &[(ElementEnd, Mac)]) -> String {
     let mut out = String::with_capacity(text.len() + cuts.len() * 26);
     let mut from = 0;
-    for &(close, empty, spaced, mac) in cuts {
-        out.push_str(&text[from..close]);
-        out.push_str(match (empty, spaced) {
+    for &(end, mac) in cuts {
+        out.push_str(&text[from..end.close]);
+        out.push_str(match (end.empty, end.spaced) {
             (true, _) => "\"mac\":\"",
             (false, false) => ",\"mac\":\"",
             (false, true) => ", \"mac\": \"",
         });
         out.push_str(mac.text().as_str());
         out.push('"');
-        from = close;
+        from = end.close;
     }
     out.push_str(&text[from..]);
     out

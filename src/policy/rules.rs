@@ -295,7 +295,7 @@ fn macs(s: &Subject, held: &HashMap<usize, Owner>, causes: &mut Vec<Cause>) {
     for (i, nic) in w.nics.iter().enumerate().filter(|(_, n)| !n.implicit) {
         let Some(raw) = &nic.mac else { continue };
         // Parsed by the reader; parsed again only to say what is wrong with it.
-        let mac = match nic.parsed_mac().ok_or(()).or_else(|()| raw.parse::<Mac>()) {
+        let mac = match nic.parsed_mac().map_or_else(|| raw.parse::<Mac>(), Ok) {
             Ok(m) => m,
             Err(e) => {
                 causes.push(Cause::new(

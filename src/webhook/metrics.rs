@@ -121,11 +121,16 @@ struct Answered {
 }
 
 impl Answered {
-    fn index(phase: Phase, kind: Option<Kind>, operation: Operation, verdict: Verdict) -> usize {
-        let phase = match phase {
+    /// An endpoint's index (`latency`'s, and the first factor of [`Answered::index`]).
+    fn endpoint(phase: Phase) -> usize {
+        match phase {
             Phase::Mutate => 0,
             Phase::Validate => 1,
-        };
+        }
+    }
+
+    fn index(phase: Phase, kind: Option<Kind>, operation: Operation, verdict: Verdict) -> usize {
+        let phase = Self::endpoint(phase);
         let kind = kind.map_or(0, |k| 1 + k as usize);
         let operation = match operation {
             Operation::Create => 0,
@@ -269,11 +274,7 @@ impl Metrics {
                 self.reviews.get_or_create(&labels).clone()
             });
         counter.inc();
-        let endpoint = match phase {
-            Phase::Mutate => 0,
-            Phase::Validate => 1,
-        };
-        self.answered.latency[endpoint].observe(seconds);
+        self.answered.latency[Answered::endpoint(phase)].observe(seconds);
     }
 
     /// The text exposition.
