@@ -27,7 +27,7 @@ async fn allocate(a: &dyn MacAllocator, owner: &Owner) -> Result<Mac, AllocError
     let mut avoid = HashSet::new();
     let owner = &hotnic::allocator::KnownOwner::new(owner.clone());
     loop {
-        let mac = a.candidate(&Scope::Cluster, &|m| avoid.contains(&m), false)?;
+        let mac = a.candidate(&Scope::Cluster, &|m| avoid.contains(&m))?;
         let r = a
             .claim(ClaimRequest {
                 owner,
@@ -68,7 +68,7 @@ fn a_range_of_16_is_exhausted_and_refilled() {
     );
     // A dry-run candidate is refused the same way.
     assert!(matches!(
-        a.candidate(&Scope::Cluster, &|_| false, true),
+        a.candidate(&Scope::Cluster, &|_| false),
         Err(AllocError::Exhausted(_))
     ));
 

@@ -355,9 +355,10 @@ async fn a_replica_whose_next_candidates_another_writer_just_claimed_claims_else
         name: Some(name.into()),
         ..Owner::default()
     };
-    // Where this replica's cursor is (a dry-run candidate does not move it), and the 64
-    // addresses from there claimed by another object, unseen by the watch.
-    let next = alloc.candidate(&Scope::Cluster, &|_| false, true).unwrap();
+    // Where this replica's cursor is (just past a candidate asked for and not claimed), and the
+    // 64 addresses from there claimed by another object, unseen by the watch.
+    let probe = alloc.candidate(&Scope::Cluster, &|_| false).unwrap();
+    let next = Mac::from_u64(range.next_fit(probe.to_u64() + 1, |_| false).unwrap());
     let ahead: Vec<Mac> = (0..64)
         .map(|k| Mac::from_u64(next.to_u64() + k))
         .filter(|m| range.contains(*m))
@@ -373,7 +374,7 @@ async fn a_replica_whose_next_candidates_another_writer_just_claimed_claims_else
     let mut conflicts = Vec::new();
     let got = loop {
         let mac = alloc
-            .candidate(&Scope::Cluster, &|m| conflicts.contains(&m), false)
+            .candidate(&Scope::Cluster, &|m| conflicts.contains(&m))
             .unwrap();
         let r = alloc
             .claim(ClaimRequest {

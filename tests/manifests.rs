@@ -1937,9 +1937,8 @@ impl hotnic::allocator::MacAllocator for Recording {
         &self,
         scope: &hotnic::allocator::Scope,
         taken: &dyn Fn(hotnic::model::Mac) -> bool,
-        dry_run: bool,
     ) -> Result<hotnic::model::Mac, hotnic::allocator::AllocError> {
-        self.inner.candidate(scope, taken, dry_run)
+        self.inner.candidate(scope, taken)
     }
     fn held_by_other(
         &self,

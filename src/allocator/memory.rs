@@ -156,12 +156,7 @@ impl MacAllocator for InMemoryAllocator {
         self.mode
     }
 
-    fn candidate(
-        &self,
-        scope: &Scope,
-        taken: &dyn Fn(Mac) -> bool,
-        dry_run: bool,
-    ) -> Result<Mac, AllocError> {
+    fn candidate(&self, scope: &Scope, taken: &dyn Fn(Mac) -> bool) -> Result<Mac, AllocError> {
         let mut st = self.lock();
         let v = self
             .range
@@ -170,9 +165,7 @@ impl MacAllocator for InMemoryAllocator {
                 st.held.contains_key(&(scope.clone(), mac)) || taken(mac)
             })
             .ok_or(AllocError::Exhausted(self.range))?;
-        if !dry_run {
-            st.cursor = v + 1;
-        }
+        st.cursor = v + 1;
         Ok(Mac::from_u64(v))
     }
 
@@ -295,7 +288,7 @@ mod tests {
     }
 
     fn allocate(a: &InMemoryAllocator, owner: &Owner) -> Result<Mac, AllocError> {
-        let m = a.candidate(&Scope::Cluster, &|_| false, false)?;
+        let m = a.candidate(&Scope::Cluster, &|_| false)?;
         claim(a, owner, m).unwrap();
         Ok(m)
     }
@@ -316,11 +309,12 @@ mod tests {
     }
 
     #[test]
-    fn dry_run_reserves_nothing_and_keeps_the_cursor() {
+    fn a_candidate_reserves_nothing_but_is_not_offered_again() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
-        let d = a.candidate(&Scope::Cluster, &|_| false, true).unwrap();
+        let d = a.candidate(&Scope::Cluster, &|_| false).unwrap();
+        assert_eq!(a.held(), 0);
         let r = allocate(&a, &pod("a")).unwrap();
-        assert_eq!(d, r);
+        assert_ne!(d, r);
         assert_eq!(a.held(), 1);
     }
 
@@ -340,7 +334,7 @@ mod tests {
             ]
         );
         assert!(matches!(
-            a.candidate(&Scope::Cluster, &|_| false, false),
+            a.candidate(&Scope::Cluster, &|_| false),
             Err(AllocError::Exhausted(_))
         ));
     }
@@ -349,9 +343,7 @@ mod tests {
     fn claims_conflict_with_other_objects_only() {
         let a = InMemoryAllocator::with_cursor(small(), 0);
         let first: Mac = "02:00:00:00:00:01".parse().unwrap();
-        let m = a
-            .candidate(&Scope::Cluster, &|m| m == first, false)
-            .unwrap();
+        let m = a.candidate(&Scope::Cluster, &|m| m == first).unwrap();
         assert_eq!(m.to_string(), "02:00:00:00:00:02");
         claim(&a, &pod("a"), m).unwrap();
         assert!(matches!(
@@ -385,9 +377,9 @@ mod tests {
             .now_or_never()
             .unwrap()
         };
-        let m1 = a.candidate(&Scope::Cluster, &|_| false, false).unwrap();
+        let m1 = a.candidate(&Scope::Cluster, &|_| false).unwrap();
         claim_nic(&owner, "eth1", m1).unwrap();
-        let m2 = a.candidate(&Scope::Cluster, &|_| false, false).unwrap();
+        let m2 = a.candidate(&Scope::Cluster, &|_| false).unwrap();
         claim_nic(&owner, "eth2", m2).unwrap();
         assert_ne!(m1, m2);
         assert_eq!(

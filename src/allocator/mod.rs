@@ -275,7 +275,7 @@ pub type AllocFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///
 /// Implementations: [`InMemoryAllocator`] (one process; its futures are ready at once) and
 /// [`crate::claims::KubeAllocator`] (`MACAddress` objects; the futures do API calls). With
-/// `dry_run` no method changes any state.
+/// `dry_run` no method changes any claim (only [`MacAllocator::candidate`] moves the cursor).
 pub trait MacAllocator: Send + Sync {
     /// The range new MACs come from.
     fn range(&self) -> MacRange;
@@ -287,14 +287,10 @@ pub trait MacAllocator: Send + Sync {
 
     /// A candidate for a new MAC in `scope`: the next address after the cursor (next-fit from a
     /// random start) that the allocator does not know to be claimed and `taken` does not reject.
-    /// Unless `dry_run`, the cursor moves past it, so concurrent requests get distinct candidates.
-    /// Only a [`MacAllocator::claim`] makes it the requester's.
-    fn candidate(
-        &self,
-        scope: &Scope,
-        taken: &dyn Fn(Mac) -> bool,
-        dry_run: bool,
-    ) -> Result<Mac, AllocError>;
+    /// The cursor moves past it, so concurrent requests get distinct candidates; a dry-run's too,
+    /// so the MAC a dry-run proposes (and its validating call checks) is not handed to the next
+    /// real request meanwhile. Only a [`MacAllocator::claim`] makes it the requester's.
+    fn candidate(&self, scope: &Scope, taken: &dyn Fn(Mac) -> bool) -> Result<Mac, AllocError>;
 
     /// The MAC `owner`'s NIC `nic` already holds in `scope`, if the allocator keeps track (the
     /// in-memory one does; the default says none). A repeated create of the same object, or a

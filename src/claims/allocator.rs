@@ -273,12 +273,7 @@ impl MacAllocator for KubeAllocator {
         self.mode
     }
 
-    fn candidate(
-        &self,
-        scope: &Scope,
-        taken: &dyn Fn(Mac) -> bool,
-        dry_run: bool,
-    ) -> Result<Mac, AllocError> {
+    fn candidate(&self, scope: &Scope, taken: &dyn Fn(Mac) -> bool) -> Result<Mac, AllocError> {
         if !self.synced.is_set() {
             return Err(AllocError::NotReady);
         }
@@ -288,10 +283,8 @@ impl MacAllocator for KubeAllocator {
                 .read()
                 .next_free(scope, cursor, taken)
                 .ok_or(AllocError::Exhausted(self.range))?;
-            if dry_run {
-                return Ok(mac);
-            }
-            // Next-fit, and no two concurrent requests of this replica get the same candidate.
+            // Next-fit, and no two concurrent requests of this replica (dry-runs included) get
+            // the same candidate.
             let next = mac.to_u64() + 1;
             if self
                 .cursor

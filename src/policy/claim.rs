@@ -77,8 +77,7 @@ pub(super) fn propose(
             .as_deref()
             .and_then(|name| p.allocator.held_for(&s.owner, name, &scope))
             .filter(|&m| !taken(m));
-        let Some(mac) = held.or_else(|| p.allocator.candidate(&scope, &taken, req.dry_run).ok())
-        else {
+        let Some(mac) = held.or_else(|| p.allocator.candidate(&scope, &taken).ok()) else {
             return Ok(None);
         };
         macs.push((i, mac));
@@ -303,7 +302,7 @@ pub(super) async fn claim_all(
         for &i in &pending {
             let scope = mode.scope_of(&nics[i]);
             let taken = |m: Mac| plan.taken.contains(&m) || avoid.contains(&m);
-            match alloc.candidate(&scope, &taken, req.dry_run) {
+            match alloc.candidate(&scope, &taken) {
                 Ok(mac) => {
                     // Not offered to another NIC of this round.
                     avoid.insert(mac);
