@@ -59,46 +59,59 @@ pub fn escape_into(out: &mut Vec<u8>, s: &str) {
         return;
     };
     // Written through a block on the stack (its index stays in a register), a block at a time
-    // into `out`. Eight bytes are read at a time: copied whole, then the index moves past those
-    // before the first byte to escape, which is written escaped.
+    // into `out`. Eight bytes are read at a time, and every byte among them to escape is found
+    // at once ([`exact_escapes`]): the runs between them are written by storing the word
+    // shifted past what is written already, each escape by storing its bytes.
     const BLOCK: usize = 256;
     let mut block = [0u8; BLOCK];
     let mut n = 0;
     out.reserve(b.len() + b.len() / 4 + 8);
     out.extend_from_slice(&b[..first]);
-    let mut i = first;
-    while i < b.len() {
-        // Room for a word (8 bytes), or for up to 7 of its bytes and the longest escape
-        // (`\u00XX`, 6 bytes).
-        if n > BLOCK - 16 {
+    let mut words = b[first..].chunks_exact(8);
+    for w in &mut words {
+        // Room for a word of escapes (8 × `\u00XX`) and the word shifted after the last.
+        if n > BLOCK - 64 {
             out.extend_from_slice(&block[..n]);
             n = 0;
         }
-        let c = match b.get(i..i + 8) {
-            Some(w) => {
-                let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
-                block[n..n + 8].copy_from_slice(w);
-                let m = escapes(x);
-                if m == 0 {
-                    n += 8;
-                    i += 8;
-                    continue;
+        let x = u64::from_le_bytes(w.try_into().unwrap_or_default());
+        let mut m = exact_escapes(x);
+        // Bytes of the word written so far.
+        let mut done = 0;
+        while m != 0 {
+            let k = (m.trailing_zeros() / 8) as usize;
+            m &= m - 1;
+            // The bytes from `done` up to `k` (and more, overwritten next).
+            block[n..n + 8].copy_from_slice(&(x >> (8 * done)).to_le_bytes());
+            n += k - done;
+            match ESCAPE[usize::from(w[k])] {
+                b'u' => {
+                    let (e, len) = escape_of(w[k]);
+                    block[n..n + 6].copy_from_slice(&e);
+                    n += len;
                 }
-                // The lowest flag is exact (a borrow only carries upwards): the first byte.
-                let k = (m.trailing_zeros() / 8) as usize;
-                n += k;
-                i += k;
-                b[i]
+                e => {
+                    block[n..n + 2].copy_from_slice(&[b'\\', e]);
+                    n += 2;
+                }
             }
-            // The last bytes, one at a time.
-            None => b[i],
-        };
-        i += 1;
+            done = k + 1;
+        }
+        if done < 8 {
+            block[n..n + 8].copy_from_slice(&(x >> (8 * done)).to_le_bytes());
+            n += 8 - done;
+        }
+    }
+    // The last bytes, one at a time.
+    for &c in words.remainder() {
+        if n > BLOCK - 8 {
+            out.extend_from_slice(&block[..n]);
+            n = 0;
+        }
         if ESCAPE[usize::from(c)] == 0 {
             block[n] = c;
             n += 1;
         } else {
-            // All six bytes copied (the block has room), the index moved past the escape.
             let (e, len) = escape_of(c);
             block[n..n + 6].copy_from_slice(&e);
             n += len;
@@ -132,6 +145,18 @@ fn escapes(x: u64) -> u64 {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
     let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\')))
+}
+
+/// The high bit of each byte of `x` that is escaped (`"`, `\\`, below 0x20), exactly: a byte is
+/// zero when its low seven bits plus 0x7f do not reach its high bit and that bit is clear (no
+/// carry leaves a byte); below 0x20 when its top three bits are zero.
+fn exact_escapes(x: u64) -> u64 {
+    const LOW: u64 = !HIGH;
+    let nonzero = |y: u64| ((y & LOW) + LOW) | y;
+    let below = nonzero(x & (ONES * 0xe0));
+    let quote = nonzero(x ^ (ONES * u64::from(b'"')));
+    let backslash = nonzero(x ^ (ONES * u64::from(b'\\')));
+    !(below & quote & backslash) & HIGH
 }
 
 /// Where the first byte of `b` that a JSON string escapes is (`"`, `\\`, below 0x20), eight
@@ -199,10 +224,12 @@ mod tests {
         // Longer than a block, with escapes of every length across its edges.
         let long: String = "ab\"\u{1f}\\é\n".repeat(100);
         assert_eq!(quoted(&long), serde_json::to_string(&long).unwrap());
-        // Each escape, alone or in a run, at every offset around the block's end (256 bytes):
-        // the last word of a block may end in the longest escape.
+        let controls: String = "\u{1}".repeat(300);
+        assert_eq!(quoted(&controls), serde_json::to_string(&controls).unwrap());
+        // Each escape, alone or in a run, at every offset around where the block is written out
+        // (past 192 of its 256 bytes): a word of the longest escapes must still fit.
         for lead in 1..=8 {
-            for pad in 230..=280 {
+            for pad in 170..=280 {
                 for c in ['"', '\\', '\n', '\u{1}'] {
                     for run in [1, 2, 7, 9] {
                         // Escapes first, so that the block is in use from the start, each
