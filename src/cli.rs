@@ -39,37 +39,26 @@ pub enum LogFormat {
 }
 
 /// The writer thread's guard: dropping it writes out the queued lines.
-static LOG_GUARD: std::sync::Mutex<Option<tracing_appender::non_blocking::WorkerGuard>> =
+static LOG_GUARD: std::sync::Mutex<Option<crate::log_writer::WriterGuard>> =
     std::sync::Mutex::new(None);
 
 /// Sets up tracing to stderr (filter from `RUST_LOG`, default `info`). Safe to call twice.
-/// Lines are written by a thread of their own, so a review never waits for stderr, in batches of
-/// what is queued; none is dropped (a full queue makes the logger wait); [`flush_logs`] before
-/// exiting.
+/// Lines are written by a thread of their own ([`crate::log_writer`]), so a review never waits
+/// for stderr, in batches; none is dropped (a backlog makes the logger wait); [`flush_logs`]
+/// before exiting.
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("hotnic-log")
-        // The thread writes every line queued, then flushes: under load one write(2) carries
-        // many lines (stderr is unbuffered: one per line otherwise), and no line waits.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let installed = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .fmt_fields(crate::webhook::log::JsonSpanFields)
-            .event_format(crate::webhook::log::JsonLines)
-            .try_init(),
+    let installed = match crate::log_writer::spawn("hotnic-log", std::io::stderr()) {
+        Ok((writer, guard)) => install(format, filter, writer).map(|()| Some(guard)),
+        Err(e) => {
+            // No thread to be had (a resource limit): each line written by its logger.
+            eprintln!("hotnic: cannot start the log writer thread ({e}); logging directly");
+            install(format, filter, std::io::stderr).map(|()| None)
+        }
     };
-    if installed.is_ok() {
-        *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = Some(guard);
+    if let Ok(guard) = installed {
+        *LOG_GUARD.lock().unwrap_or_else(|e| e.into_inner()) = guard;
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             // Where tracing has no subscriber to hand this thread (one already inside a scoped
@@ -82,6 +71,27 @@ pub fn init_logging(format: LogFormat) {
                 default(info);
             }
         }));
+    }
+}
+
+/// Installs the global subscriber: `format`'s lines, `filter`'s events, into `writer`.
+fn install<W>(
+    format: LogFormat,
+    filter: tracing_subscriber::EnvFilter,
+    writer: W,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(crate::webhook::log::JsonSpanFields)
+            .event_format(crate::webhook::log::JsonLines)
+            .try_init(),
     }
 }
 

@@ -24,6 +24,7 @@ pub mod dialect;
 pub mod fast_hash;
 pub mod json_text;
 pub mod libvirt;
+pub mod log_writer;
 pub mod model;
 pub mod nic;
 pub mod policy;
