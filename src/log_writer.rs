@@ -21,6 +21,10 @@ pub const LINGER: Duration = Duration::from_millis(10);
 /// A batch this large is written at once, without waiting out [`LINGER`].
 pub const BATCH: usize = 64 * 1024;
 
+/// How long closing waits for the thread to write out what is left: a sink that takes no more
+/// (a pipe nobody reads) must not hold the process at exit.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Bytes not yet written past which a logger waits for the thread (a sink slower than the
 /// lines: back-pressure rather than unbounded memory or lost lines).
 pub const BACKLOG: usize = 8 * 1024 * 1024;
@@ -56,7 +60,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct BatchWriter(Arc<Shared>);
 
-/// Stops the thread once every line given before is written: on drop, or [`WriterGuard::close`].
+/// Stops the thread once every line given before is written (waiting at most [`CLOSE_WAIT`]):
+/// on drop, or [`WriterGuard::close`].
 pub struct WriterGuard {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
@@ -174,9 +179,16 @@ impl WriterGuard {
         self.shared.lock().closed = true;
         self.shared.lines.notify_one();
         self.shared.room.notify_all();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        let start = std::time::Instant::now();
+        while !t.is_finished() {
+            if start.elapsed() >= CLOSE_WAIT {
+                // Left to itself; what it has not written is lost with the process.
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
+        let _ = t.join();
     }
 }
 
@@ -282,6 +294,33 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         check(&sink.out.lock().unwrap(), 1, 1);
+    }
+
+    /// A sink that never returns (a pipe nobody reads).
+    struct Stuck;
+
+    impl Write for Stuck {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            loop {
+                std::thread::park();
+            }
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn closing_does_not_hang_on_a_sink_that_takes_nothing() {
+        let (w, guard) = spawn("test-log", Stuck).unwrap();
+        (&w).write_all(b"0 0\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            guard.close();
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("closing waited for a stuck sink");
     }
 
     #[test]
