@@ -5,7 +5,7 @@
 //! allocation, and its thread writes and flushes what it finds queued: at a few thousand lines a
 //! second and more, that is a wake-up (a futex call) for about every line and a `write(2)` for
 //! every few, which cost the webhook ~5 µs of CPU per review and its slowest answers (measured
-//! with `examples/loadgen.rs`, README "Benchmarks"). Here a line is appended to a shared buffer;
+//! with `examples/loadgen.rs`, README "Measured"). Here a line is appended to a shared buffer;
 //! the thread is woken only by the first line after a write or by a full batch, lets lines
 //! gather for [`LINGER`], then writes the whole buffer with one call. No line is dropped: past
 //! [`BACKLOG`] bytes not yet written, loggers wait for the thread.

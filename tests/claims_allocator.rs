@@ -66,7 +66,7 @@ fn a_range_of_16_is_exhausted_and_refilled() {
         matches!(err, Err(AllocError::Exhausted(r)) if r == range),
         "{err:?}"
     );
-    // A dry-run candidate is refused the same way.
+    // A candidate is refused too.
     assert!(matches!(
         a.candidate(&Scope::Cluster, &|_| false),
         Err(AllocError::Exhausted(_))

@@ -48,7 +48,7 @@ async fn call(
 }
 
 #[tokio::test]
-async fn dry_run_gets_the_same_answer_and_holds_nothing() {
+async fn dry_run_gets_the_same_operations_and_holds_nothing() {
     let s = state();
     let dry = fixture("005");
     assert_eq!(
