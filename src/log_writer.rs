@@ -129,6 +129,9 @@ fn write_batches(shared: &Shared, sink: &mut dyn Write) {
         drop(b);
         let _ = sink.write_all(&batch).and_then(|()| sink.flush());
         batch.clear();
+        // A backlog (a sink that stalled) leaves no lasting memory behind: the buffer goes back
+        // to the loggers at batch size.
+        batch.shrink_to(2 * BATCH);
     }
 }
 
@@ -278,6 +281,29 @@ mod tests {
             "{writes} writes of {} bytes",
             out.len()
         );
+    }
+
+    #[test]
+    fn a_backlog_leaves_no_large_buffers_behind() {
+        let sink = Sink {
+            delay: Duration::from_millis(50),
+            ..Sink::default()
+        };
+        let (w, guard) = spawn("test-log", sink.clone()).unwrap();
+        // ~1 MB while the sink is slow: large batches.
+        log_from_threads(&w, 2, 50_000);
+        // Once it is taken for writing, what the loggers append to is small again.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !w.0.lock().lines.is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        (&w).write_all(b"0 50000\n").unwrap();
+        let capacity = w.0.lock().lines.capacity();
+        assert!(capacity <= 2 * BATCH, "{capacity} bytes kept");
+        (&w).write_all(b"1 50000\n").unwrap();
+        guard.close();
+        check(&sink.out.lock().unwrap(), 2, 50_001);
     }
 
     #[test]
