@@ -158,6 +158,8 @@ impl Write for &BatchWriter {
         Ok(line.len())
     }
 
+    /// Nothing to do here: the thread writes every line within [`LINGER`], and
+    /// [`WriterGuard::close`] writes out the rest.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
