@@ -10,7 +10,8 @@
 //! Same as `hotnic webhook`: the flags (the very same `WebhookArgs`, so the same defaults and
 //! `--dev` certificates), the logging setup, the certificate store and rustls configuration
 //! (`webhook::tls`), the accept loop, limits and hyper settings with the webhook's HTTP layers
-//! (`webhook::serve::serve_tls`), the body limit and the body extractor. Different: the handler
+//! (`webhook::serve::serve_tls`), the body limit and the body extractor, the global allocator
+//! (mimalloc, `src/global_alloc.rs`). Different: the handler
 //! reads the body into a typed struct that keeps only `request.uid` (borrowed, the rest is
 //! skipped) and answers `{"response": {"uid": …, "allowed": true}}`; no policy, no metrics, no
 //! per-review log line, no admin listener (`--admin-listen` is accepted and ignored).
@@ -138,3 +139,10 @@ async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     tracing::info!("limit server stopped");
     Ok(())
 }
+
+// The same global allocator as `hotnic` (the only unsafe code here).
+#[path = "../src/global_alloc.rs"]
+mod global_alloc;
+
+#[global_allocator]
+static ALLOCATOR: global_alloc::Mimalloc = global_alloc::Mimalloc;
