@@ -5,6 +5,9 @@
 #   bench/compare.sh                  # release build; 5 rounds of 10 s; then 60 s open loop
 #   bench/compare.sh --smoke          # CI: debug build, about 10 s, every answer checked, no speed
 #
+#   bench/compare.sh --floor          # the decode floor instead of hotnic: the limit server
+#                                     # reading what hotnic reads (--read view), answering the same
+#
 # Options: --rounds N (5)  --seconds S (10)  --connections C (25)  --warmup S (1)
 #          --open-seconds S (60; 0: none)  --open-rate R (2000)  --open-review NAME (mix)
 #          --debug | --release (default: release; --smoke: debug)  --keep (keep logs and certs)
@@ -26,7 +29,7 @@ cd "$(dirname "$0")/.."
 
 rounds=5 seconds=10 connections=25 warmup=1
 open_seconds=60 open_rate=2000 open_review=mix
-profile=release keep=0
+profile=release keep=0 floor=0
 # --smoke (CI): correctness only, short runs, few connections, the debug build `cargo test`
 # already made; options given with it still win.
 for a in "$@"; do
@@ -47,7 +50,8 @@ while [ $# -gt 0 ]; do
     --debug) profile=debug ;;
     --release) profile=release ;;
     --keep) keep=1 ;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+    --floor) floor=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -100,8 +104,19 @@ start() {
   printf -v "${name}_addr" %s "$addr"
 }
 
-start hotnic "$hotnic" webhook "${args[@]}"   # makes the certificates
+# Server A is hotnic, or with --floor the limit server decoding each review as hotnic does (its
+# name in the output: "floor"); B is the limit server.
+a=hotnic
+if [ "$floor" = 1 ]; then
+  a=floor
+  start hotnic "$limit" "${args[@]}" --read view   # makes the certificates
+else
+  start hotnic "$hotnic" webhook "${args[@]}"   # makes the certificates
+fi
 start limit "$limit" "${args[@]}"              # reuses them
+
+# shown SERVER: the name printed for a server slot (hotnic's slot is "floor" with --floor).
+shown() { if [ "$1" = hotnic ]; then echo "$a"; else echo "$1"; fi; }
 
 # run SERVER LABEL LOADGEN-ARGS...: one loadgen run; prints its line, appends its RESULT line to
 # $work/results as "SERVER LABEL key=value...". The server's log restarts with each run (disk).
@@ -109,7 +124,7 @@ failures=0
 run() {
   local server=$1 label=$2; shift 2
   local pid_var=${server}_pid addr_var=${server}_addr expect=hotnic out
-  [ "$server" = limit ] && expect=constant
+  [ "$server" = limit ] || [ "$floor" = 1 ] && expect=constant
   : >"$work/$server.log"
   if out=$("$loadgen" --addr "${!addr_var}" --ca "$work/certs/ca.crt" --server-pid "${!pid_var}" \
       --connections "$connections" --warmup "$warmup" --expect "$expect" --kv "$@" 2>"$work/err"); then
@@ -117,12 +132,16 @@ run() {
   else
     failures=$((failures + 1))
   fi
-  printf '%-7s %-8s %s\n' "$server" "$label" "$(grep -v '^RESULT' <<<"$out")"
+  printf '%-7s %-8s %s\n' "$(shown "$server")" "$label" "$(grep -v '^RESULT' <<<"$out")"
   sed 's/^/    /' "$work/err" >&2
   grep '^RESULT' <<<"$out" | sed "s/^RESULT/$server $label/" >>"$work/results" || true
 }
 
-echo "hotnic $hotnic (pid $hotnic_pid, $hotnic_addr) vs limit server $limit (pid $limit_pid, $limit_addr)"
+if [ "$floor" = 1 ]; then
+  echo "floor: $limit --read view (pid $hotnic_pid, $hotnic_addr) vs limit server $limit (pid $limit_pid, $limit_addr)"
+else
+  echo "hotnic $hotnic (pid $hotnic_pid, $hotnic_addr) vs limit server $limit (pid $limit_pid, $limit_addr)"
+fi
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $profile build, $rounds rounds of ${seconds} s (+${warmup} s warm-up), $connections connections"
 : >"$work/results"
 for i in $(seq "$rounds"); do
@@ -150,7 +169,7 @@ printf '%-8s %-7s %9s %8s %8s %9s   %s\n' review server "rps" "p50 ms" "p99 ms" 
 for review in create4 mix; do
   for server in hotnic limit; do
     grep "^$server $review " "$work/results" >"$work/sel" || true
-    printf '%-8s %-7s %9s %8s %8s %9s\n' "$review" "$server" \
+    printf '%-8s %-7s %9s %8s %8s %9s\n' "$review" "$(shown "$server")" \
       "$(field "$work/sel" rps | median %.0f)" "$(field "$work/sel" p50_ms | median %.3f)" \
       "$(field "$work/sel" p99_ms | median %.3f)" "$(field "$work/sel" server_cpu_us | median %.0f)"
   done
@@ -158,16 +177,16 @@ for review in create4 mix; do
   ratios=$(paste <(grep "^hotnic $review " "$work/results" | field /dev/stdin rps) \
                  <(grep "^limit $review " "$work/results" | field /dev/stdin rps) |
            awk '$2 > 0 { printf "%.3f\n", $1 / $2 }')
-  echo "$review ratio hotnic/limit: median $(median %.3f <<<"$ratios") (rounds: $(tr '\n' ' ' <<<"$ratios"))"
+  echo "$review ratio $a/limit: median $(median %.3f <<<"$ratios") (rounds: $(tr '\n' ' ' <<<"$ratios"))"
 done
 if [ "$open_seconds" != 0 ]; then
   for server in hotnic limit; do
     if grep "^$server open " "$work/results" >"$work/sel"; then
-      echo "open loop $open_review at $open_rate rps for ${open_seconds} s, $server: p50 $(field "$work/sel" p50_ms) ms," \
+      echo "open loop $open_review at $open_rate rps for ${open_seconds} s, $(shown "$server"): p50 $(field "$work/sel" p50_ms) ms," \
         "p99 $(field "$work/sel" p99_ms) ms, p99.9 $(field "$work/sel" p999_ms) ms, max $(field "$work/sel" max_ms) ms," \
         "errors $(( $(field "$work/sel" wrong) + $(field "$work/sel" failed) ))"
     else
-      echo "open loop $open_review at $open_rate rps, $server: no result"
+      echo "open loop $open_review at $open_rate rps, $(shown "$server"): no result"
     fi
   done
 fi

@@ -15,6 +15,9 @@
 //! reads the body into a typed struct that keeps only `request.uid` (borrowed, the rest is
 //! skipped) and answers `{"response": {"uid": …, "allowed": true}}`; no policy, no metrics, no
 //! per-review log line, no admin listener (`--admin-listen` is accepted and ignored).
+//!
+//! `--read view` makes it the decode floor instead: each review decoded as hotnic decodes it
+//! (`ReviewView::parse`), then the same constant answer (`bench/compare.sh --floor`).
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +45,20 @@ use std::sync::Arc;
 struct Cli {
     #[command(flatten)]
     args: WebhookArgs,
+    /// What to read of a review: `uid` (the limit server) or `view` (hotnic's whole decode, the
+    /// policy's view of both objects, and nothing done with it: the decode floor, for
+    /// `bench/compare.sh --floor`).
+    #[arg(long, value_enum, default_value_t = Read::Uid)]
+    read: Read,
+}
+
+/// What the server reads of each review (`--read`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Read {
+    /// `request.uid` only, the rest skipped.
+    Uid,
+    /// What hotnic decodes (`ReviewView::parse`).
+    View,
 }
 
 /// The only part of an AdmissionReview the limit server reads.
@@ -73,16 +90,37 @@ struct ResponseOut<'a> {
 
 /// `allowed: true` with the review's uid; 400 (as hotnic answers) for a body that is not one.
 async fn allow(body: Result<Bytes, BytesRejection>) -> Response {
+    respond(body, |b| {
+        serde_json::from_slice::<ReviewIn>(b)
+            .map(|r| r.request.uid)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// [`allow`], the review decoded as hotnic decodes it (`--read view`).
+async fn allow_view(body: Result<Bytes, BytesRejection>) -> Response {
+    respond(body, |b| {
+        hotnic::admission::ReviewView::parse(b)
+            .map(|r| r.uid)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The constant answer with the uid `read` finds in the body.
+fn respond(
+    body: Result<Bytes, BytesRejection>,
+    read: impl for<'a> FnOnce(&'a [u8]) -> Result<Cow<'a, str>, String>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
         Err(e) => return (e.status(), e.body_text()).into_response(),
     };
-    match serde_json::from_slice::<ReviewIn>(&body) {
-        Ok(r) => axum::Json(ReviewOut {
+    match read(&body) {
+        Ok(uid) => axum::Json(ReviewOut {
             api_version: "admission.k8s.io/v1",
             kind: "AdmissionReview",
             response: ResponseOut {
-                uid: &r.request.uid,
+                uid: &uid,
                 allowed: true,
             },
         })
@@ -97,13 +135,14 @@ async fn allow(body: Result<Bytes, BytesRejection>) -> Response {
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run(Cli::parse().args).await {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli.args, cli.read).await {
         eprintln!("limit_server: {e:#}");
         std::process::exit(1);
     }
 }
 
-async fn run(args: WebhookArgs) -> anyhow::Result<()> {
+async fn run(args: WebhookArgs, read: Read) -> anyhow::Result<()> {
     hotnic::cli::init_logging(args.log_format);
     let cfg = Config::from_args(&args)?;
     let shutdown = Shutdown::new();
@@ -120,9 +159,13 @@ async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     );
     let listener = hotnic::runtime::server::bind(cfg.listen).await?;
     let addr = listener.local_addr()?;
+    let handler = match read {
+        Read::Uid => post(allow),
+        Read::View => post(allow_view),
+    };
     let reviews = Router::new()
-        .route("/mutate", post(allow))
-        .route("/validate", post(allow))
+        .route("/mutate", handler.clone())
+        .route("/validate", handler)
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes));
     tracing::info!(%addr, "limit server serving");
     let stop = {
