@@ -18,6 +18,8 @@
 //!
 //! `--read view` makes it the decode floor instead: each review decoded as hotnic decodes it
 //! (`ReviewView::parse`), then the same constant answer (`bench/compare.sh --floor`).
+#![deny(unsafe_code)]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
