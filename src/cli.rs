@@ -49,12 +49,16 @@ static LOG_GUARD: std::sync::Mutex<Option<crate::log_writer::WriterGuard>> =
 pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = colours(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+    );
     let installed = match crate::log_writer::spawn("hotnic-log", std::io::stderr()) {
-        Ok((writer, guard)) => install(format, filter, writer).map(|()| Some(guard)),
+        Ok((writer, guard)) => install(format, filter, ansi, writer).map(|()| Some(guard)),
         Err(e) => {
             // No thread to be had (a resource limit): each line written by its logger.
             eprintln!("hotnic: cannot start the log writer thread ({e}); logging directly");
-            install(format, filter, std::io::stderr).map(|()| None)
+            install(format, filter, ansi, std::io::stderr).map(|()| None)
         }
     };
     if let Ok(guard) = installed {
@@ -74,10 +78,19 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
-/// Installs the global subscriber: `format`'s lines, `filter`'s events, into `writer`.
+/// Whether text lines get ANSI colours: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org). Logs read from a file or by `kubectl logs`
+/// would otherwise carry escape sequences.
+fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+/// Installs the global subscriber: `format`'s lines, `filter`'s events, into `writer`; text
+/// lines coloured when `ansi`.
 fn install<W>(
     format: LogFormat,
     filter: tracing_subscriber::EnvFilter,
+    ansi: bool,
     writer: W,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -85,6 +98,7 @@ where
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     match format {
         LogFormat::Text => builder.try_init(),
@@ -175,6 +189,21 @@ mod tests {
         assert_eq!(panic_message(&*literal), "plain words");
         assert_eq!(panic_message(&*formatted), "made 7");
         assert_eq!(panic_message(&*other), "a panic without a message");
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(
+            colours(true, Some("".into())),
+            "an empty NO_COLOR does not count"
+        );
+        assert!(!colours(true, Some("1".into())));
+        assert!(
+            !colours(false, None),
+            "a pipe or a file gets no escape sequences"
+        );
+        assert!(!colours(false, Some("1".into())));
     }
 
     #[test]

@@ -102,6 +102,52 @@ fn certs_writes_a_ca_and_a_serving_pair_and_prints_the_ca_bundle() {
     });
 }
 
+/// Text logs written to a pipe (as a container runtime or a file gets them) carry no ANSI
+/// colour sequences.
+#[test]
+fn text_logs_to_a_pipe_are_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Guard(
+        Command::new(BIN)
+            .args(["webhook", "--dev", "--dev-certs-dir"])
+            .arg(dir.path().join("certs"))
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--log-format", "text"])
+            .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no 'serving' log line; got {seen:#?}"));
+        let serving = line.contains("hotnic webhook serving");
+        seen.push(line);
+        if serving {
+            break;
+        }
+    }
+    assert!(seen.len() >= 2, "{seen:#?}");
+    for line in &seen {
+        assert!(!line.contains('\x1b'), "escape sequence in {line:?}");
+        assert!(line.contains("INFO") || line.contains("WARN"), "{line:?}");
+    }
+}
+
 #[test]
 fn certs_refuses_bad_input() {
     let dir = tempfile::tempdir().unwrap();
