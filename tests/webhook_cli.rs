@@ -107,40 +107,20 @@ fn certs_writes_a_ca_and_a_serving_pair_and_prints_the_ca_bundle() {
 #[test]
 fn text_logs_to_a_pipe_are_plain() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Guard(
-        Command::new(BIN)
-            .args(["webhook", "--dev", "--dev-certs-dir"])
-            .arg(dir.path().join("certs"))
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "text"])
-            .env_remove("RUST_LOG")
-            .env_remove("NO_COLOR")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_child, lines) = spawn_webhook(
+        dir.path(),
+        &[
+            "--dev",
+            "--dev-certs-dir",
+            "certs",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
+        "text",
     );
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("no 'serving' log line; got {seen:#?}"));
-        let serving = line.contains("hotnic webhook serving");
-        seen.push(line);
-        if serving {
-            break;
-        }
-    }
+    let seen = lines_until(&lines, |l| l.contains("hotnic webhook serving"));
     assert!(seen.len() >= 2, "{seen:#?}");
     for line in &seen {
         assert!(!line.contains('\x1b'), "escape sequence in {line:?}");
@@ -169,19 +149,21 @@ fn certs_refuses_bad_input() {
 
 type Logs = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
-/// Starts `hotnic webhook` with `args` in `cwd`; returns the child, the TLS and admin addresses
-/// from its JSON "serving" log line, and the log lines that follow (collected as they come).
-fn start_webhook(
+/// Spawns `hotnic webhook` with `args` in `cwd`, logging in `format` (`RUST_LOG` and `NO_COLOR`
+/// unset); its stderr lines arrive on the receiver as they are written.
+fn spawn_webhook(
     cwd: &std::path::Path,
     args: &[&str],
-) -> (Guard, std::net::SocketAddr, std::net::SocketAddr, Logs) {
+    format: &str,
+) -> (Guard, std::sync::mpsc::Receiver<String>) {
     let mut child = Guard(
         Command::new(BIN)
             .arg("webhook")
             .args(args)
-            .args(["--log-format", "json"])
+            .args(["--log-format", format])
             .current_dir(cwd)
             .env_remove("RUST_LOG")
+            .env_remove("NO_COLOR")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -195,6 +177,11 @@ fn start_webhook(
             let _ = tx.send(line);
         }
     });
+    (child, rx)
+}
+
+/// The lines from `rx` up to and including the first that `last` accepts; fails after 30 s.
+fn lines_until(rx: &std::sync::mpsc::Receiver<String>, last: impl Fn(&str) -> bool) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut seen = Vec::new();
     loop {
@@ -202,22 +189,37 @@ fn start_webhook(
         let line = rx
             .recv_timeout(left)
             .unwrap_or_else(|_| panic!("no 'serving' log line; got {seen:#?}"));
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if v["message"] == "hotnic webhook serving" {
-            let addr = v["addr"].as_str().unwrap().parse().unwrap();
-            let admin = v["admin_addr"].as_str().unwrap().parse().unwrap();
-            // Keep draining stderr so the child never blocks on a full pipe.
-            let logs = Logs::default();
-            let sink = logs.clone();
-            std::thread::spawn(move || {
-                while let Ok(line) = rx.recv() {
-                    sink.lock().unwrap().push(line);
-                }
-            });
-            return (child, addr, admin, logs);
-        }
+        let done = last(&line);
         seen.push(line);
+        if done {
+            return seen;
+        }
     }
+}
+
+/// Starts `hotnic webhook` with `args` in `cwd`; returns the child, the TLS and admin addresses
+/// from its JSON "serving" log line, and the log lines that follow (collected as they come).
+fn start_webhook(
+    cwd: &std::path::Path,
+    args: &[&str],
+) -> (Guard, std::net::SocketAddr, std::net::SocketAddr, Logs) {
+    let (child, rx) = spawn_webhook(cwd, args, "json");
+    let json = |line: &str| -> Value {
+        serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))
+    };
+    let seen = lines_until(&rx, |l| json(l)["message"] == "hotnic webhook serving");
+    let v = json(seen.last().unwrap());
+    let addr = v["addr"].as_str().unwrap().parse().unwrap();
+    let admin = v["admin_addr"].as_str().unwrap().parse().unwrap();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let logs = Logs::default();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = rx.recv() {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (child, addr, admin, logs)
 }
 
 fn sigterm_and_wait(mut child: Guard) -> std::process::ExitStatus {
